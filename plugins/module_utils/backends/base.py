@@ -1,0 +1,53 @@
+"""What every data-plane backend offers the agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import netaddr
+
+from ..lease import Lease
+from ..netconfig import NetworkConfig
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    """This host, as the backend needs to know it."""
+
+    public_ip: str  # underlay address other hosts reach us on
+    iface: str  # underlay interface name
+    iface_index: int
+    iface_mtu: int
+    netns: str | None = None  # pyroute2 netns name for tests; None = current namespace
+
+
+@dataclass(frozen=True)
+class BackendSetup:
+    """What setup() returns: data for this host's lease and the overlay MTU."""
+
+    backend_type: str
+    backend_data: dict[str, Any] | None
+    mtu: int
+
+
+class Backend(Protocol):
+    """Programs the data plane for one host. All methods are idempotent."""
+
+    def setup(self, config: NetworkConfig, host: LocalHost) -> BackendSetup:
+        """Create/adjust this host's devices; return this host's lease data and MTU."""
+
+    def activate(self, own_subnet: netaddr.IPNetwork) -> None:
+        """Called once the lease is known (e.g. to address flannel.<VNI> / flannel0)."""
+
+    def add_peer(self, lease: Lease) -> None:
+        """Program (or re-program) everything needed to reach lease.subnet."""
+
+    def remove_peer(self, lease: Lease) -> None:
+        """Remove what add_peer programmed for this lease."""
+
+    def reconcile(self, peers: dict[str, Lease]) -> None:
+        """Re-create anything missing/changed (drift repair); peers keyed by lease.key."""
+
+    def close(self) -> None:
+        """Stop threads/sockets; leave routes, devices and FDB in place."""

@@ -1,0 +1,97 @@
+"""Subnet leases: the value stored under <prefix>/subnets/<key>, byte-compatible with flannel.
+
+flannel writes `{"PublicIP":..,"PublicIPv6":null,"BackendType":..,"BackendData":..}` with
+Go's encoding/json: field order fixed, no spaces, PublicIPv6 always present, the
+backend fields left out when empty.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import netaddr
+
+from .errors import LeaseError
+from .subnet_key import decode_subnet_key, encode_subnet_key
+
+
+@dataclass(frozen=True)
+class LeaseAttrs:
+    """What a host publishes about itself in its lease."""
+
+    public_ip: str
+    public_ipv6: str | None = None
+    backend_type: str = ""
+    backend_data: dict[str, Any] | None = field(default=None, compare=True, hash=False)
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {"PublicIP": self.public_ip, "PublicIPv6": self.public_ipv6}
+        if self.backend_type:
+            doc["BackendType"] = self.backend_type
+        if self.backend_data:
+            doc["BackendData"] = self.backend_data
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, where: str = "lease") -> "LeaseAttrs":
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LeaseError(
+                f"{where}: stored value is not valid JSON ({exc}): {raw!r}; "
+                "delete or rewrite the key with a flannel lease JSON document"
+            ) from None
+        if not isinstance(doc, dict):
+            raise LeaseError(f"{where}: stored value must be a JSON object, got {raw!r}")
+        # Go's encoding/json matches field names case-insensitively; so do we.
+        lowered = {str(k).lower(): v for k, v in doc.items()}
+        public_ip = lowered.get("publicip")
+        if not isinstance(public_ip, str) or not _is_ipv4(public_ip):
+            raise LeaseError(
+                f"{where}: PublicIP {public_ip!r} is not an IPv4 address; "
+                "rewrite the lease with a valid PublicIP"
+            )
+        public_ipv6 = lowered.get("publicipv6")
+        if public_ipv6 is not None and not isinstance(public_ipv6, str):
+            raise LeaseError(f"{where}: PublicIPv6 {public_ipv6!r} must be a string or null")
+        backend_type = lowered.get("backendtype") or ""
+        if not isinstance(backend_type, str):
+            raise LeaseError(f"{where}: BackendType {backend_type!r} must be a string")
+        backend_data = lowered.get("backenddata")
+        if backend_data is not None and not isinstance(backend_data, dict):
+            raise LeaseError(f"{where}: BackendData {backend_data!r} must be a JSON object")
+        return cls(public_ip, public_ipv6, backend_type, backend_data or None)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return netaddr.IPAddress(text, flags=netaddr.INET_PTON).version == 4
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One subnet lease as read from etcd."""
+
+    subnet: netaddr.IPNetwork
+    attrs: LeaseAttrs
+    etcd_lease_id: int = 0  # 0: a reservation (key without TTL)
+    mod_revision: int = 0
+    ipv6_subnet: netaddr.IPNetwork | None = None
+
+    @property
+    def key(self) -> str:
+        return encode_subnet_key(self.subnet, self.ipv6_subnet)
+
+    @property
+    def is_reservation(self) -> bool:
+        return self.etcd_lease_id == 0
+
+    @classmethod
+    def from_kv(cls, key_tail: str, value: bytes, etcd_lease_id: int = 0, mod_revision: int = 0) -> "Lease":
+        subnet, ipv6_subnet = decode_subnet_key(key_tail)
+        attrs = LeaseAttrs.from_json(value, where=f"lease {key_tail}")
+        return cls(subnet, attrs, etcd_lease_id, mod_revision, ipv6_subnet)

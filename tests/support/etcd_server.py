@@ -1,0 +1,84 @@
+"""A real etcd (Debian's etcd-server) started by the tests, on loopback, killed by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1. tls: dict with cert/key/ca paths to serve https."""
+
+    def __init__(self, tls: dict[str, str] | None = None, client_cert_auth: bool = False) -> None:
+        self.tls = tls
+        self.client_cert_auth = client_cert_auth
+        self.data_dir = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
+        self.port = free_port()
+        self.peer_port = free_port()
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> "EtcdServer":
+        args = [
+            ETCD, "--name", "t", "--data-dir", str(self.data_dir / "data"),
+            "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-cluster", f"t=http://127.0.0.1:{self.peer_port}",
+            "--log-level", "error", "--logger", "zap",
+        ]
+        if self.tls:
+            args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"]]
+            if self.client_cert_auth:
+                args += ["--client-cert-auth", "--trusted-ca-file", self.tls["ca"]]
+        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited: {(self.data_dir / 'etcd.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    time.sleep(0.2)
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("etcd did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def etcdctl(self, *args: str) -> str:
+        env = dict(os.environ, ETCDCTL_API="3")
+        cmd = ["etcdctl", f"--endpoints={self.endpoint}"]
+        if self.tls:
+            cmd += [f"--cacert={self.tls['ca']}"]
+            if self.client_cert_auth:
+                cmd += [f"--cert={self.tls['client_cert']}", f"--key={self.tls['client_key']}"]
+        return subprocess.run(cmd + list(args), env=env, check=True, capture_output=True, text=True).stdout
