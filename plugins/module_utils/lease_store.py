@@ -203,11 +203,11 @@ class LeaseStore:
             return AcquireResult(lease, True, "renewed", lease)
         # Data changed, or an ordinary lease becomes a reservation. A reservation stays one.
         to_reservation = reservation or lease.is_reservation
+        lease_id = 0 if to_reservation else lease.etcd_lease_id  # keep the expiry when only data changes
         if dry_run:
-            return AcquireResult(replace(lease, attrs=wanted, etcd_lease_id=0 if to_reservation else lease.etcd_lease_id), True, "updated", lease)
+            return AcquireResult(replace(lease, attrs=wanted, etcd_lease_id=lease_id), True, "updated", lease)
 
-        def txn(client: Any) -> tuple[bool, int]:
-            lease_id = 0 if to_reservation else client.lease(ttl).id
+        def txn(client: Any) -> tuple[bool, int, int]:
             tx = client.transactions
             ok, _ = client.transaction(
                 compare=[tx.mod(key) == lease.mod_revision],
@@ -215,8 +215,6 @@ class LeaseStore:
                 failure=[],
             )
             if not ok:
-                if lease_id:
-                    client.revoke_lease(lease_id)
                 return False, 0, 0
             return True, lease_id, client.get(key)[1].mod_revision
         ok, lease_id, mod_rev = self.conn.call(txn)
