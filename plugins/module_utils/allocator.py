@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from collections.abc import Iterable
 
-import netaddr
-
+from .deps import netaddr
 from .errors import NetworkFullError
 from .subnet_range import SubnetRange
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import netaddr
-
+from .deps import netaddr
 from .errors import HostNetworkError
 from .hostnet import _ipr
 
@@ -48,3 +47,12 @@ def ensure_bridge_address(bridge: str, address: netaddr.IPNetwork, mtu: int | No
             if not dry_run:
                 ipr.link("set", index=index, state="up")
     return changed
+
+
+def bridge_ipv4(bridge: str) -> list[tuple[str, int]] | None:
+    """The bridge's IPv4 addresses as (address, prefix length); None when it does not exist."""
+    with _ipr() as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return None
+        return [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=2, index=found[0])]

@@ -22,7 +22,7 @@ class DockerBridgeOptions:
     docker_ip_masq: bool  # what docker gets: the inverse of FLANNEL_IPMASQ
 
     @classmethod
-    def from_flannel(cls, subnet: str, mtu: int, flannel_ip_masq: bool) -> "DockerBridgeOptions":
+    def from_flannel(cls, subnet: str, mtu: int, flannel_ip_masq: bool) -> DockerBridgeOptions:
         return cls(subnet, mtu, not flannel_ip_masq)
 
 

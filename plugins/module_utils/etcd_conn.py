@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .deps import MISSING, etcd3, grpc
 from .errors import EtcdSetupError, EtcdUnavailableError
-
-try:
-    import etcd3
-    import etcd3.exceptions
-    import grpc
-except ImportError as exc:  # reported by the caller (modules: missing_required_lib)
-    etcd3 = None  # type: ignore[assignment]
-    grpc = None  # type: ignore[assignment]
-    ETCD3_IMPORT_ERROR: Exception | None = exc
-else:
-    ETCD3_IMPORT_ERROR = None
 
 T = TypeVar("T")
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
@@ -83,7 +74,7 @@ class EtcdConnection:
 
     def __init__(self, settings: EtcdSettings) -> None:
         if etcd3 is None:
-            raise EtcdSetupError(f"the etcd3 Python package is missing ({ETCD3_IMPORT_ERROR}); pip install python3-etcd3")
+            raise EtcdSetupError(f"the etcd3 package is missing ({MISSING['python3-etcd3']}); pip install python3-etcd3")
         self.settings = settings
         self.endpoints = settings.parsed_endpoints()
         _check_readable("etcd_ca_file", settings.ca_file)

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from .deps import MISSING, pyroute2
 from .errors import HostNetworkError
-
-try:
-    from pyroute2 import IPRoute
-except ImportError as exc:  # reported by the caller (modules: missing_required_lib)
-    IPRoute = None  # type: ignore[assignment,misc]
-    PYROUTE2_IMPORT_ERROR: Exception | None = exc
-else:
-    PYROUTE2_IMPORT_ERROR = None
 
 
 @dataclass(frozen=True)
@@ -23,10 +17,10 @@ class Underlay:
     public_ip: str
 
 
-def _ipr() -> "IPRoute":
-    if IPRoute is None:
-        raise HostNetworkError(f"the pyroute2 Python package is missing ({PYROUTE2_IMPORT_ERROR}); pip install pyroute2")
-    return IPRoute()
+def _ipr() -> Any:
+    if pyroute2 is None:
+        raise HostNetworkError(f"the pyroute2 package is missing ({MISSING['pyroute2']}); pip install pyroute2")
+    return pyroute2.IPRoute()
 
 
 def find_underlay(iface: str | None = None, public_ip: str | None = None) -> Underlay:
@@ -53,7 +47,7 @@ def find_underlay(iface: str | None = None, public_ip: str | None = None) -> Und
     return Underlay(name, index, mtu, public_ip)
 
 
-def _index_holding(ipr: "IPRoute", address: str) -> int:
+def _index_holding(ipr: Any, address: str) -> int:
     for addr in ipr.get_addr(family=2):
         if addr.get("address") == address:
             return int(addr["index"])
@@ -61,7 +55,7 @@ def _index_holding(ipr: "IPRoute", address: str) -> int:
     return _default_route_index(ipr)
 
 
-def _default_route_index(ipr: "IPRoute") -> int:
+def _default_route_index(ipr: Any) -> int:
     for route in ipr.get_default_routes(family=2):
         oif = route.get("oif")
         if oif:

@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import netaddr
-
+from .deps import netaddr
 from .errors import LeaseError
 from .subnet_key import decode_subnet_key, encode_subnet_key
 
@@ -35,7 +34,7 @@ class LeaseAttrs:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: bytes | str, where: str = "lease") -> "LeaseAttrs":
+    def from_json(cls, raw: bytes | str, where: str = "lease") -> LeaseAttrs:
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -91,7 +90,7 @@ class Lease:
         return self.etcd_lease_id == 0
 
     @classmethod
-    def from_kv(cls, key_tail: str, value: bytes, etcd_lease_id: int = 0, mod_revision: int = 0) -> "Lease":
+    def from_kv(cls, key_tail: str, value: bytes, etcd_lease_id: int = 0, mod_revision: int = 0) -> Lease:
         subnet, ipv6_subnet = decode_subnet_key(key_tail)
         attrs = LeaseAttrs.from_json(value, where=f"lease {key_tail}")
         return cls(subnet, attrs, etcd_lease_id, mod_revision, ipv6_subnet)

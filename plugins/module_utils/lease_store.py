@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
-
-import netaddr
+from typing import Any
 
 from .allocator import pick_subnet
+from .deps import netaddr
 from .errors import ConfigError, LeaseError
 from .etcd_conn import EtcdConnection
 from .lease import Lease, LeaseAttrs
@@ -192,8 +192,9 @@ class LeaseStore:
     def _keep(self, lease: Lease, attrs: LeaseAttrs, ttl: int, reservation: bool, keep_backend_data: bool,
               renew_below: int | None, dry_run: bool) -> AcquireResult:
         wanted = attrs
-        if keep_backend_data and lease.attrs.backend_type == attrs.backend_type:
-            wanted = replace(attrs, backend_data=lease.attrs.backend_data)
+        if keep_backend_data and _same_backend(lease.attrs.backend_type, attrs.backend_type):
+            # The module cannot know what the agent advertises (VtepMAC, fast path): keep it.
+            wanted = replace(attrs, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
         key = self.subnets_prefix + lease.key
         if wanted == lease.attrs and (lease.is_reservation or not reservation):
             if lease.is_reservation or renew_below is None or self._remaining(lease) >= renew_below:
@@ -328,3 +329,7 @@ class LeaseStore:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
 
+
+def _same_backend(stored: str, wanted: str) -> bool:
+    # flannel's udp leases carry no BackendType; ours may say "udp".
+    return (stored or "udp") == (wanted or "udp")

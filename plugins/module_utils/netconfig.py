@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import netaddr
-
+from .deps import netaddr
 from .errors import ConfigError
 from .subnet_range import SubnetRange, subnet_range
 
@@ -59,7 +58,7 @@ class BackendConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for round trips
 
     @classmethod
-    def from_dict(cls, doc: Any, default_type: str) -> "BackendConfig":
+    def from_dict(cls, doc: Any, default_type: str) -> BackendConfig:
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):
@@ -151,7 +150,7 @@ class NetworkConfig:
         return self.ipv4
 
     @classmethod
-    def from_json(cls, raw: bytes | str, where: str = "network config") -> "NetworkConfig":
+    def from_json(cls, raw: bytes | str, where: str = "network config") -> NetworkConfig:
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -161,7 +160,7 @@ class NetworkConfig:
         return cls.from_dict(doc, where=where)
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "network config", default_backend: str = "udp") -> "NetworkConfig":
+    def from_dict(cls, doc: Any, where: str = "network config", default_backend: str = "udp") -> NetworkConfig:
         """Validate a config document. A missing Backend means udp, as in flannel."""
         if not isinstance(doc, dict):
             raise ConfigError(f"{where} must be a JSON object, got {doc!r}")

@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-import netaddr
+from .deps import netaddr
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class SubnetEnv:
     @classmethod
     def for_lease(cls, network: netaddr.IPNetwork, lease_subnet: netaddr.IPNetwork, mtu: int, ip_masq: bool,
                   ipv6_network: netaddr.IPNetwork | None = None,
-                  ipv6_lease_subnet: netaddr.IPNetwork | None = None) -> "SubnetEnv":
+                  ipv6_lease_subnet: netaddr.IPNetwork | None = None) -> SubnetEnv:
         v6 = _first_host(ipv6_lease_subnet) if ipv6_lease_subnet is not None else None
         return cls(network, _first_host(lease_subnet), mtu, ip_masq, ipv6_network, v6)
 

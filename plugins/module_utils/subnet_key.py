@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-import netaddr
-
+from .deps import netaddr
 from .errors import LeaseError
 
 _V4 = r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})-(\d{1,2})"

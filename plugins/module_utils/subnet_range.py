@@ -10,11 +10,11 @@ flannel's rules, the same for both families (bits = 32 or 128):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-import netaddr
-
+from .deps import netaddr
 from .errors import ConfigError
 
 _DEFAULT_LEN = {4: 24, 6: 64}

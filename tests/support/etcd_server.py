@@ -33,7 +33,7 @@ class EtcdServer:
         self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> "EtcdServer":
+    def start(self, timeout: float = 20.0) -> EtcdServer:
         args = [
             ETCD, "--name", "t", "--data-dir", str(self.data_dir / "data"),
             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,

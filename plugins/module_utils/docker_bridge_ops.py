@@ -1,0 +1,89 @@
+"""What the docker_bridge_subnet module does: point docker at the leased subnet."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .bridge import bridge_ipv4, ensure_bridge_address
+from .deps import netaddr
+from .docker_options import DockerBridgeOptions, merge_daemon_json, render_docker_opts
+from .errors import HostNetworkError
+from .subnet_env import read_subnet_env, write_file_atomic
+
+
+@dataclass
+class FileChange:
+    path: str
+    before: str | None
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass
+class BridgeOutcome:
+    bip: str
+    mtu: int
+    ip_masq: bool  # docker's --ip-masq value
+    changed: bool = False
+    restart_required: bool = False
+    bridge_changed: bool = False
+    files: list[FileChange] = field(default_factory=list)
+
+
+def bridge_options(subnet_file: str | None, subnet: str | None, mtu: int | None,
+                   ip_masq: bool | None) -> DockerBridgeOptions:
+    """Explicit values win; anything not given comes from the subnet file."""
+    env = read_subnet_env(subnet_file) if subnet_file else None
+    if subnet is None and env is None:
+        raise HostNetworkError(
+            f"subnet file {subnet_file!r} is missing or holds no lease; run flannel_lease first or give subnet"
+        )
+    if subnet is not None:
+        try:
+            bip = netaddr.IPNetwork(subnet, version=4)
+        except (netaddr.AddrFormatError, ValueError):
+            raise HostNetworkError(f"subnet {subnet!r} is not an IPv4 CIDR such as 10.5.72.1/24") from None
+        if bip.ip == bip.network:  # a network was given: docker wants the gateway address
+            bip = netaddr.IPNetwork((int(bip.network) + 1, bip.prefixlen), version=4)
+    else:
+        bip = env.subnet
+    the_mtu = mtu if mtu is not None else (env.mtu if env is not None else 1500)
+    flannel_masq = ip_masq if ip_masq is not None else (env.ip_masq if env is not None else False)
+    return DockerBridgeOptions.from_flannel(str(bip), the_mtu, flannel_masq)
+
+
+def ensure_docker_bridge(opts: DockerBridgeOptions, *, bridge: str, daemon_json: str | None,
+                         docker_opts_file: str | None, docker_opts_key: str, docker_opts_mode: str,
+                         docker_opts_ip_masq: bool, configure_bridge: bool, dry_run: bool) -> BridgeOutcome:
+    outcome = BridgeOutcome(opts.bip, opts.mtu, opts.docker_ip_masq)
+    if daemon_json:
+        before = _read(daemon_json)
+        _, text = merge_daemon_json(before, opts, daemon_json)
+        outcome.files.append(FileChange(daemon_json, before, text))
+    if docker_opts_file:
+        text = render_docker_opts(opts, docker_opts_key, docker_opts_mode, docker_opts_ip_masq)
+        outcome.files.append(FileChange(docker_opts_file, _read(docker_opts_file), text))
+    for change in outcome.files:
+        if change.changed and not dry_run:
+            write_file_atomic(change.path, change.after)
+    files_changed = any(change.changed for change in outcome.files)
+    bip = netaddr.IPNetwork(opts.bip)
+    live = bridge_ipv4(bridge)
+    if configure_bridge:
+        outcome.bridge_changed = ensure_bridge_address(bridge, bip, dry_run=dry_run)
+    # docker reads bip/mtu/ip-masq only when it starts: a changed file, or a running
+    # docker0 that carries another address, means docker must restart.
+    outcome.restart_required = files_changed or (live is not None and live != [(str(bip.ip), bip.prefixlen)])
+    outcome.changed = files_changed or outcome.bridge_changed
+    return outcome
+
+
+def _read(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()

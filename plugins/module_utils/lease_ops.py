@@ -1,0 +1,101 @@
+"""What the flannel_lease module does: hold (or release) this host's lease and write subnet.env."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .deps import netaddr
+from .errors import LeaseError
+from .hostnet import find_underlay
+from .lease import LeaseAttrs
+from .lease_store import DEFAULT_TTL, LeaseStore
+from .netconfig import NetworkConfig
+from .subnet_env import SubnetEnv, read_subnet_env, write_subnet_env
+
+# Bytes each backend's encapsulation takes from the underlay MTU (flannel's numbers).
+BACKEND_OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0}
+
+
+@dataclass
+class LeaseOutcome:
+    changed: bool
+    action: str
+    public_ip: str
+    subnet: str | None = None
+    bip: str | None = None  # FLANNEL_SUBNET: the first host address of the subnet
+    network: str | None = None
+    mtu: int | None = None
+    ip_masq: bool = False
+    lease_key: str | None = None
+    reservation: bool = False
+    released: list[str] = field(default_factory=list)
+    subnet_file_before: str | None = None
+    subnet_file_after: str | None = None
+
+
+def overlay_mtu(config: NetworkConfig, underlay_mtu: int) -> int:
+    explicit = config.backend.get("MTU") if config.backend.type == "vxlan" else None
+    return int(explicit) if explicit else underlay_mtu - BACKEND_OVERHEAD[config.backend.type]
+
+
+def lease_backend_type(config: NetworkConfig) -> str:
+    # udp leases carry no backend fields (flannel's udp backend sets none).
+    return "" if config.backend.type == "udp" else config.backend.type
+
+
+def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface: str | None,
+                 subnet: str | None, reservation: bool, ttl: int = DEFAULT_TTL, subnet_file: str | None,
+                 ip_masq: bool, mtu: int | None, dry_run: bool) -> LeaseOutcome:
+    requested = _parse_subnet(subnet) if subnet else None
+    if state == "absent":
+        ip = public_ip or find_underlay(iface, None).public_ip
+        gone = store.release(ip, requested, dry_run=dry_run)
+        return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
+
+    config = store.get_config()
+    underlay = find_underlay(iface, public_ip)
+    previous_env = read_subnet_env(subnet_file) if subnet_file else None
+    previous = previous_env.lease_subnet if previous_env is not None else None
+    attrs = LeaseAttrs(underlay.public_ip, None, lease_backend_type(config), None)
+    result = store.acquire(
+        attrs, ttl=ttl, requested=requested, previous=previous, reservation=reservation,
+        keep_backend_data=True, renew_below=ttl // 2, dry_run=dry_run,
+    )
+    lease = result.lease
+    outcome = LeaseOutcome(
+        changed=result.changed, action=result.action, public_ip=underlay.public_ip,
+        subnet=str(lease.subnet), network=str(config.network),
+        mtu=mtu if mtu is not None else overlay_mtu(config, underlay.mtu), ip_masq=ip_masq,
+        lease_key=store.subnets_prefix + lease.key, reservation=lease.is_reservation,
+    )
+    env = SubnetEnv.for_lease(config.network, lease.subnet, outcome.mtu, ip_masq)
+    outcome.bip = str(env.subnet)
+    if subnet_file:
+        outcome.subnet_file_before = _read_text(subnet_file)
+        outcome.subnet_file_after = env.render()
+        if outcome.subnet_file_before != outcome.subnet_file_after:
+            outcome.changed = True
+            if not dry_run:
+                write_subnet_env(subnet_file, env)
+    return outcome
+
+
+def _parse_subnet(text: str) -> "netaddr.IPNetwork":
+    try:
+        net = netaddr.IPNetwork(text, version=4)
+    except (netaddr.AddrFormatError, ValueError):
+        raise LeaseError(f"subnet {text!r} is not a valid IPv4 CIDR such as 10.5.72.0/24") from None
+    if net.ip != net.network:
+        raise LeaseError(f"subnet {text!r} has host bits set; did you mean {net.cidr}?")
+    return net
+
+
+def _read_text(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
