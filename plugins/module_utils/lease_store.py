@@ -19,6 +19,7 @@ from .etcd_conn import EtcdConnection
 from .lease import Lease, LeaseAttrs
 from .netconfig import NetworkConfig
 from .subnet_key import encode_subnet_key
+from .watch_stream import WatchBatch, watch_prefix
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_TTL = 24 * 3600
@@ -112,10 +113,12 @@ class LeaseStore:
                 problems.append(str(exc))
         return leases, revision, problems
 
-    def watch(self, start_revision: int) -> tuple[Iterator[Any], Any]:
-        """Raw watch responses on <prefix>/subnets/ from start_revision, and a cancel function."""
-        client = self.conn.client()
-        return client.watch_prefix_response(self.subnets_prefix, start_revision=start_revision)
+    def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Any]:
+        """Batches of events on <prefix>/subnets/ from start_revision, and a cancel function.
+
+        The iterator raises EtcdUnavailableError when the stream breaks and
+        WatchCompactedError when start_revision is gone (re-list, then watch again)."""
+        return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision)
 
     def decode_event(self, event: Any, revision: int) -> SubnetEvent:
         key_tail = event.key.decode()[len(self.subnets_prefix):]
