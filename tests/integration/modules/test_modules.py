@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from support.ansible_run import run_playbook
+from support.etcd_server import free_port
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -19,3 +20,29 @@ def test_flannel_lease(etcd_server, etcd_prefix, tmp_path):
                  {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path)})
     stored = etcd_server.etcdctl("get", f"{etcd_prefix}/subnets/10.5.200.0-24", "--print-value-only")
     assert stored.strip() == '{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"vxlan"}'
+
+
+def test_bad_input_fails_clearly_and_changes_nothing(etcd_server, etcd_prefix, tmp_path):
+    put = etcd_server.etcdctl
+    put("put", f"{etcd_prefix}/ok/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    put("put", f"{etcd_prefix}/badconfig/config", '{"Network": "10.5.0.0/16",')
+    put("put", f"{etcd_prefix}/badlease/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    put("put", f"{etcd_prefix}/badlease/subnets/10.5.3.0-24", "{PublicIP: nope")
+    put("put", f"{etcd_prefix}/held/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    put("put", f"{etcd_prefix}/held/subnets/10.5.9.0-24", '{"PublicIP":"192.168.81.99","PublicIPv6":null}')
+    put("put", f"{etcd_prefix}/full/config", '{"Network":"10.8.0.0/28","Backend":{"Type":"vxlan"}}')
+    for i, subnet in enumerate(("10.8.0.4-30", "10.8.0.8-30", "10.8.0.12-30")):
+        put("put", f"{etcd_prefix}/full/subnets/{subnet}", f'{{"PublicIP":"192.168.81.{50 + i}","PublicIPv6":null}}')
+    (tmp_path / "daemon.json").write_text('{"log-driver": "journald"}\n')
+    unreadable = tmp_path / "cert.pem"
+    unreadable.write_text("not a cert")
+    before_etcd = etcd_server.etcdctl("get", "--prefix", etcd_prefix)
+    before_files = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+
+    run_playbook(PLAYBOOKS / "bad_input.yml", {
+        "endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path),
+        "dead_port": free_port(), "unreadable": str(unreadable),
+    })
+
+    assert etcd_server.etcdctl("get", "--prefix", etcd_prefix) == before_etcd
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before_files
