@@ -8,6 +8,8 @@ the tests, so modules and tests import one copy of the engine.
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 import sys
 from pathlib import Path
 
@@ -46,3 +48,15 @@ def etcd_server():
 def etcd_prefix(request) -> str:
     """A fresh key prefix per test, so tests share one etcd without seeing each other."""
     return f"/oflt/{request.node.name.replace('[', '_').replace(']', '_')}/{os.getpid()}"
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own (prefix oflt-), removed afterwards."""
+    name = f"oflt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from support.ansible_run import run_playbook
@@ -46,3 +47,12 @@ def test_bad_input_fails_clearly_and_changes_nothing(etcd_server, etcd_prefix, t
 
     assert etcd_server.etcdctl("get", "--prefix", etcd_prefix) == before_etcd
     assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before_files
+
+
+def test_docker_bridge_subnet(tmp_path, netns):
+    (tmp_path / "subnet.env").write_text(
+        "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+    (tmp_path / "daemon.json").write_text('{"log-driver": "journald"}\n')
+    run_playbook(PLAYBOOKS / "docker_bridge_subnet.yml", {"workdir": str(tmp_path)}, netns=netns)
+    daemon = json.loads((tmp_path / "daemon.json").read_text())
+    assert daemon == {"log-driver": "journald", "bip": "10.5.72.1/24", "mtu": 1450, "ip-masq": True}
