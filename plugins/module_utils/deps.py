@@ -11,22 +11,22 @@ from typing import Any
 MISSING: dict[str, str] = {}  # pip package name -> import error
 
 try:
-    import netaddr
+    import netaddr  # pylint: disable=unused-import
 except ImportError as exc:
     netaddr: Any = None  # type: ignore[no-redef]
     MISSING["netaddr"] = str(exc)
 
 try:
-    import etcd3
-    import etcd3.exceptions
-    import grpc
+    import etcd3  # pylint: disable=unused-import
+    import etcd3.exceptions  # pylint: disable=unused-import
+    import grpc  # pylint: disable=unused-import
 except ImportError as exc:
     etcd3: Any = None  # type: ignore[no-redef]
     grpc: Any = None  # type: ignore[no-redef]
     MISSING["python3-etcd3"] = str(exc)
 
 try:
-    import pyroute2
+    import pyroute2  # pylint: disable=unused-import
 except ImportError as exc:
     pyroute2: Any = None  # type: ignore[no-redef]
     MISSING["pyroute2"] = str(exc)

@@ -62,7 +62,7 @@ def ensure_docker_bridge(opts: DockerBridgeOptions, *, bridge: str, daemon_json:
     outcome = BridgeOutcome(opts.bip, opts.mtu, opts.docker_ip_masq)
     if daemon_json:
         before = _read(daemon_json)
-        _, text = merge_daemon_json(before, opts, daemon_json)
+        text = merge_daemon_json(before, opts, daemon_json)[1]
         outcome.files.append(FileChange(daemon_json, before, text))
     if docker_opts_file:
         text = render_docker_opts(opts, docker_opts_key, docker_opts_mode, docker_opts_ip_masq)

@@ -56,6 +56,6 @@ def render_docker_opts(opts: DockerBridgeOptions, key: str = "DOCKER_OPTS", mode
     if mode in ("both", "individual"):
         lines += [f'{name}="{value}"' for name, value in individual]
     if mode in ("both", "combined"):
-        combined = "".join(f"{value} " for _, value in individual)
+        combined = "".join(f"{value} " for _name, value in individual)
         lines.append(f'{key}="{combined}"')
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ class EtcdConnection:
     def call(self, operation: Callable[[Any], T]) -> T:
         """Run operation(client); fail over through every endpoint once before giving up."""
         errors: list[str] = []
-        for attempt in range(len(self.endpoints)):
+        for _attempt in range(len(self.endpoints)):
             ep = self.endpoint
             try:
                 if self._client is None:

@@ -63,7 +63,7 @@ class LeaseStore:
         return value, (meta.mod_revision if meta is not None else 0)
 
     def get_config(self) -> NetworkConfig:
-        raw, _ = self.read_config_raw()
+        raw = self.read_config_raw()[0]
         if raw is None:
             raise ConfigError(
                 f"no network config at {self.config_key}; create it with the etcd_network_config module"
@@ -74,7 +74,7 @@ class LeaseStore:
         """Store config if the key is still at expected_mod_revision (0: absent); False if it moved."""
         def txn(client: Any) -> bool:
             tx = client.transactions
-            ok, _ = client.transaction(
+            ok, _responses = client.transaction(
                 compare=[tx.mod(self.config_key) == expected_mod_revision],
                 success=[tx.put(self.config_key, config.to_json())],
                 failure=[],
@@ -160,8 +160,8 @@ class LeaseStore:
                 f"requested subnet {requested} is not a /{rng.subnet_len} between {rng.subnet_min} and "
                 f"{rng.subnet_max} of network {rng.network}; pick one that is"
             )
-        for _ in range(_MAX_RACE_RETRIES):
-            leases, _, _ = self.list_leases(strict=True)
+        for _attempt in range(_MAX_RACE_RETRIES):
+            leases = self.list_leases(strict=True)[0]
             mine = [lease for lease in leases if lease.attrs.public_ip == attrs.public_ip]
             if requested is not None:
                 holder = next((lease for lease in leases if lease.subnet == requested), None)
@@ -213,7 +213,7 @@ class LeaseStore:
 
         def txn(client: Any) -> tuple[bool, int, int]:
             tx = client.transactions
-            ok, _ = client.transaction(
+            ok, _responses = client.transaction(
                 compare=[tx.mod(key) == lease.mod_revision],
                 success=[tx.put(key, wanted.to_json(), lease=lease_id or None)],
                 failure=[],
@@ -244,7 +244,7 @@ class LeaseStore:
         def txn(client: Any) -> tuple[bool, int, int]:
             lease_id = 0 if reservation else client.lease(ttl).id
             tx = client.transactions
-            ok, _ = client.transaction(
+            ok, _responses = client.transaction(
                 compare=[tx.version(key) == 0],
                 success=[tx.put(key, attrs.to_json(), lease=lease_id or None)],
                 failure=[],
@@ -281,12 +281,12 @@ class LeaseStore:
                 return replace(lease, mod_revision=meta.mod_revision)
             new_id = client.lease(ttl).id  # a different TTL needs a new etcd lease
             tx = client.transactions
-            ok, _ = client.transaction(compare=[tx.mod(key) == meta.mod_revision],
+            ok, _responses = client.transaction(compare=[tx.mod(key) == meta.mod_revision],
                                        success=[tx.put(key, value, lease=new_id)], failure=[])
             if not ok:
                 client.revoke_lease(new_id)
                 return None
-            _, new_meta = client.get(key)
+            new_meta = client.get(key)[1]
             return replace(lease, etcd_lease_id=new_id, mod_revision=new_meta.mod_revision)
         renewed = self.conn.call(op)
         if renewed is None:
@@ -302,7 +302,7 @@ class LeaseStore:
 
     def release(self, public_ip: str, subnet: netaddr.IPNetwork | None = None, dry_run: bool = False) -> list[Lease]:
         """Delete this host's leases (or just `subnet`, when it is ours); return what went."""
-        leases, _, _ = self.list_leases(strict=False)
+        leases = self.list_leases(strict=False)[0]
         gone = [
             lease for lease in leases
             if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)

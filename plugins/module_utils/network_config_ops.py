@@ -52,7 +52,7 @@ def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any]
     if state == "absent":
         if raw is None:
             return ConfigOutcome(False, None, None, None, None)
-        leases, _, _ = store.list_leases(strict=False)
+        leases = store.list_leases(strict=False)[0]
         if leases and not force:
             raise ConfigError(
                 f"{len(leases)} subnet lease(s) still exist under {store.subnets_prefix}; removing the config "
@@ -68,7 +68,7 @@ def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any]
     if current is not None and current.effective() == wanted.effective():
         return ConfigOutcome(False, before_text, before_text, json.loads(raw), current.effective())
 
-    leases, _, _ = store.list_leases(strict=False)
+    leases = store.list_leases(strict=False)[0]
     stranded = [lease.key for lease in leases if not wanted.network_range.fits(lease.subnet)]
     if stranded and not force:
         raise ConfigError(

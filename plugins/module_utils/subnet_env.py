@@ -55,7 +55,7 @@ def parse_env_text(text: str) -> dict[str, str]:
             continue
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]

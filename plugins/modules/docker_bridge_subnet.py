@@ -83,7 +83,7 @@ requirements:
   - netaddr
   - pyroute2
 author:
-  - overlaynet.flannel contributors
+  - Overlaynet Flannel Team (@overlaynet)
 """
 
 EXAMPLES = r"""
@@ -153,7 +153,7 @@ def main() -> None:
             bridge=dict(type="str", default="docker0"),
             daemon_json=dict(type="raw", default="/etc/docker/daemon.json"),
             docker_opts_file=dict(type="path"),
-            docker_opts_key=dict(type="str", default="DOCKER_OPTS"),
+            docker_opts_key=dict(type="str", default="DOCKER_OPTS", no_log=False),
             docker_opts_mode=dict(type="str", choices=["both", "individual", "combined"], default="both"),
             docker_opts_ip_masq=dict(type="bool", default=True),
             configure_bridge=dict(type="bool", default=False),

@@ -83,7 +83,7 @@ attributes:
     support: full
     description: Shows the stored JSON before and after.
 author:
-  - overlaynet.flannel contributors
+  - Overlaynet Flannel Team (@overlaynet)
 """
 
 EXAMPLES = r"""

@@ -75,7 +75,7 @@ attributes:
     support: full
     description: Shows the subnet file before and after.
 author:
-  - overlaynet.flannel contributors
+  - Overlaynet Flannel Team (@overlaynet)
 """
 
 EXAMPLES = r"""

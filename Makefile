@@ -1,0 +1,75 @@
+# overlaynet.flannel — the two commands of the README, and their parts.
+#   make test   installs what the tests need, then runs them all (what .ci/run calls)
+#   make demo   the lab + site.yml + a cross-host container ping matrix
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COLLECTION_DIR := build/ansible_collections/overlaynet/flannel
+APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat \
+	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
+.DEFAULT_GOAL := help
+
+.PHONY: help deps apt venv lint ruff sanity unit integration test demo lab-up lab-down build clean build/sanity-tree
+
+help:
+	@echo "make test      install test dependencies and run every test (CI runs this)"
+	@echo "make demo      lab machines + site.yml + container ping matrix"
+	@echo "make lab-up    light lab hosts (HOSTS=3 ETCD_MEMBERS=1); make lab-down removes everything"
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps: apt venv
+
+ruff: venv
+	$(BIN)/ruff check .
+
+# ansible-test needs the collection at .../ansible_collections/<ns>/<name>: a copy of the tracked files.
+build/sanity-tree: venv
+	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
+	git ls-files -co --exclude-standard -z -- . ':!lab' ':!bench' ':!.ci' | tar --null -T - -cf - | tar -xf - -C $(COLLECTION_DIR)
+	cd $(COLLECTION_DIR) && git init -q && git add -A
+
+sanity: build/sanity-tree
+	mkdir -p $$HOME/.ansible/test/cache
+	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_24_2.py
+	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 \
+		--skip-test shebang --color no
+
+lint: ruff sanity
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: deps
+	$(BIN)/python -m pytest tests/integration -q
+
+test: deps lint
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path build/
+
+lab-up: deps
+	$(BIN)/python -m lab up --hosts $${HOSTS:-3} --etcd-members $${ETCD_MEMBERS:-1}
+
+lab-down: venv
+	$(BIN)/python -m lab down
+
+clean: lab-down
+	rm -rf build
