@@ -56,3 +56,16 @@ def test_docker_bridge_subnet(tmp_path, netns):
     run_playbook(PLAYBOOKS / "docker_bridge_subnet.yml", {"workdir": str(tmp_path)}, netns=netns)
     daemon = json.loads((tmp_path / "daemon.json").read_text())
     assert daemon == {"log-driver": "journald", "bip": "10.5.72.1/24", "mtu": 1450, "ip-masq": True}
+
+
+def test_modules_over_tls_with_client_certificates(tmp_path, etcd_prefix):
+    from support.etcd_server import EtcdServer
+    from support.tls import make_pki
+
+    pki = make_pki(tmp_path)
+    server = EtcdServer(tls=pki, client_cert_auth=True).start()
+    try:
+        run_playbook(PLAYBOOKS / "tls.yml", {"endpoint": server.endpoint, "prefix": etcd_prefix, "pki": pki})
+        assert '"Network":"10.5.0.0/16"' in server.etcdctl("get", f"{etcd_prefix}/config")
+    finally:
+        server.close()
