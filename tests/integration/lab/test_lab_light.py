@@ -1,7 +1,11 @@
 """The light-host lab: build, reach over Ansible, containers, etcd, tear-down, failures.
 
 Runs as root with real namespaces, sshd and etcd:
-``.venv/bin/python -m pytest tests/integration/lab``.
+``.venv/bin/python -m pytest tests/integration/lab/test_lab_light.py``.
+
+The test labs use prefixes ``ofllt-`` (the module's lab) and ``ofllx-`` (short-lived
+labs) and temporary state dirs, never the user's ``ofl-`` lab in ``lab/.state``.
+Under pytest-xdist the worker number is added (``ofllt0-``).
 """
 
 from __future__ import annotations
@@ -13,14 +17,35 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab import FAIL_POINTS, Lab, LabError
-from lab import netns as lab_netns
-
 REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lab import FAIL_POINTS, Lab, LabError  # noqa: E402
+from lab import netns as lab_netns  # noqa: E402
+
+
+def _missing_requirement() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for tool in ("ip", "etcd", "etcdctl", "unshare", "nsenter", "nc", "ssh-keygen", "ping"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (apt-get install iproute2 etcd-server ...)"
+    if not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        return "sshd is not installed (apt-get install openssh-server)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(_missing_requirement() is not None, reason=str(_missing_requirement())),
+]
+
 VENV_BIN = Path(sys.executable).parent
 ETCDCTL_ENV = dict(os.environ, ETCDCTL_API="3")
 SUBNET_ENV = ("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\n"
@@ -82,6 +107,20 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Two light hosts and one etcd member, shared by the module (prefix ``ofllt-``)."""
+    state = tmp_path_factory.mktemp("lab-state")
+    with Lab.up(hosts=2, etcd_members=1, state_dir=state, prefix=lab_prefix("ofllt")) as lab:
+        yield lab
+
+
+@pytest.fixture
+def scratch_state(tmp_path: Path) -> Path:
+    """State dir of a short-lived lab (prefix ``ofllx-``)."""
+    return tmp_path / "state"
 
 
 def recorded_pids(lab: Lab) -> list[int]:
@@ -147,12 +186,13 @@ def test_ansible_ping_and_facts(lab: Lab) -> None:
     t0 = time.monotonic()
     facts = subprocess.run(
         [ansible, "-i", inv, "h2", "-m", "setup", "-a",
-         "filter=ansible_hostname,ansible_default_ipv4"],
+         "filter=ansible_hostname,ansible_default_ipv4,ansible_service_mgr"],
         capture_output=True, text=True, env=ansible_env(), timeout=60)
     elapsed = time.monotonic() - t0
     assert facts.returncode == 0, facts.stdout + facts.stderr
     assert '"ansible_hostname": "h2"' in facts.stdout
     assert '"address": "192.168.81.12"' in facts.stdout
+    assert '"ansible_service_mgr": "lab-hostinit"' in facts.stdout
     # without per-host /etc/hosts and resolv.conf this takes ~12 s
     assert elapsed < 8, f"fact gathering took {elapsed:.1f}s"
 
@@ -267,11 +307,13 @@ def test_add_and_remove_host(lab: Lab) -> None:
     out = lab.run("h3", ["hostname"], capture_output=True, text=True)
     assert out.stdout.strip() == "h3"
     pid = lab.host_pid("h3")
+    sleeper = lab.popen("h3", ["sleep", "600"])  # e.g. an agent; dies with the host
     with pytest.raises(LabError, match="already"):
         lab.add_host("h3")
     with pytest.raises(LabError, match="bad host name"):
         lab.add_host("Bad_Name")
     lab.remove_host("h3")
+    assert sleeper.wait(5) != 0
     assert not lab_netns.exists(f"{lab.prefix}h3")
     assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
     hosts = yaml.safe_load(lab.inventory_path.read_text())["all"]["children"][
@@ -293,7 +335,7 @@ def test_up_refuses_when_up(lab: Lab, scratch_state: Path) -> None:
 
 
 def test_down_leaves_nothing(scratch_state: Path) -> None:
-    prefix = lab_prefix("oflu")
+    prefix = lab_prefix("ofllx")
     lab = Lab.up(hosts=2, etcd_members=3, state_dir=scratch_state, prefix=prefix)
     assert len(lab.etcd_endpoints) == 3
     lab.add_container("h1", "c1", address="10.7.0.2/24")
@@ -307,7 +349,7 @@ def test_down_leaves_nothing(scratch_state: Path) -> None:
 
 
 def test_down_after_crash_cleans_by_prefix(scratch_state: Path) -> None:
-    prefix = lab_prefix("oflu")
+    prefix = lab_prefix("ofllx")
     lab = Lab.up(hosts=1, state_dir=scratch_state, prefix=prefix)
     pids = recorded_pids(lab)
     (scratch_state / "state.json").unlink()  # the crash lost the state file
@@ -319,7 +361,7 @@ def test_down_after_crash_cleans_by_prefix(scratch_state: Path) -> None:
 
 @pytest.mark.parametrize("point", FAIL_POINTS)
 def test_failed_up_leaves_nothing(scratch_state: Path, point: str) -> None:
-    prefix = lab_prefix("oflu")
+    prefix = lab_prefix("ofllx")
     with pytest.raises(LabError, match=f"injected failure at '{point}'"):
         Lab.up(hosts=2, state_dir=scratch_state, prefix=prefix, fail_at=point)
     assert_nothing_left(scratch_state, prefix)
@@ -329,20 +371,20 @@ def test_bad_arguments(scratch_state: Path) -> None:
     with pytest.raises(LabError, match="prefix"):
         Lab(state_dir=scratch_state, prefix="ofl")
     with pytest.raises(LabError, match="1 or 3"):
-        Lab.up(hosts=1, etcd_members=2, state_dir=scratch_state, prefix=lab_prefix("oflu"))
+        Lab.up(hosts=1, etcd_members=2, state_dir=scratch_state, prefix=lab_prefix("ofllx"))
     with pytest.raises(LabError, match="not an IPv4 network"):
         Lab.up(hosts=1, subnet="192.168.81.0/33", state_dir=scratch_state,
-               prefix=lab_prefix("oflu"))
+               prefix=lab_prefix("ofllx"))
     with pytest.raises(LabError, match="too small"):
         Lab.up(hosts=10, subnet="192.168.81.0/28", state_dir=scratch_state,
-               prefix=lab_prefix("oflu"))
+               prefix=lab_prefix("ofllx"))
     with pytest.raises(LabError, match="no lab is up"):
-        Lab(state_dir=scratch_state, prefix=lab_prefix("oflu")).add_host()
-    assert namespaces_with(lab_prefix("oflu")) == []
+        Lab(state_dir=scratch_state, prefix=lab_prefix("ofllx")).add_host()
+    assert namespaces_with(lab_prefix("ofllx")) == []
 
 
 def test_cli(scratch_state: Path) -> None:
-    prefix = lab_prefix("oflu")
+    prefix = lab_prefix("ofllx")
     base = [sys.executable, "-m", "lab", "--state-dir", str(scratch_state), "--prefix", prefix]
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -370,3 +412,18 @@ def test_cli(scratch_state: Path) -> None:
         cli("down")
     assert_nothing_left(scratch_state, prefix)
     assert cli("status", check=False).returncode == 1
+
+
+def test_foreign_namespace_with_prefix_is_left_alone(scratch_state: Path) -> None:
+    """`down` cleans up by prefix only what the lab made (tagged); `up` refuses."""
+    prefix = lab_prefix("ofllx")
+    foreign = f"{prefix}notours"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    try:
+        with pytest.raises(LabError, match="not made by the lab"):
+            Lab.up(hosts=1, state_dir=scratch_state, prefix=prefix)
+        Lab(state_dir=scratch_state, prefix=prefix).down()
+        assert lab_netns.exists(foreign)
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign], check=False)
+    assert namespaces_with(prefix) == []
