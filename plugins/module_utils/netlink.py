@@ -17,19 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import netaddr
-
+from .deps import MISSING, netaddr, pyroute2
 from .errors import HostNetworkError
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-except ImportError as exc:  # reported by the caller (modules: missing_required_lib)
-    IPRoute = None  # type: ignore[assignment,misc]
-    NetlinkError = OSError  # type: ignore[assignment,misc]
-    PYROUTE2_IMPORT_ERROR: Exception | None = exc
-else:
-    PYROUTE2_IMPORT_ERROR = None
+# Without pyroute2, open_ipr() raises a clear error; nothing else runs without an IPRoute.
+NetlinkError: type[Exception] = pyroute2.NetlinkError if pyroute2 is not None else OSError
+DumpInterrupted: type[Exception] = pyroute2.NetlinkDumpInterrupted if pyroute2 is not None else OSError
 
 # Routes we program carry this protocol number, so stale ones can be found and removed
 # without touching anybody else's routes. Not in the kernel's or iproute2's list of
@@ -46,13 +39,11 @@ RTN_UNICAST = 1
 @contextmanager
 def open_ipr(netns: str | None = None) -> Iterator[Any]:
     """An IPRoute in the named netns (never created here), or in the current one."""
-    if IPRoute is None:
-        raise HostNetworkError(
-            f"the pyroute2 Python package is missing ({PYROUTE2_IMPORT_ERROR}); pip install pyroute2"
-        )
+    if pyroute2 is None:
+        raise HostNetworkError(f"the pyroute2 package is missing ({MISSING['pyroute2']}); pip install pyroute2")
     try:
         # flags=0: pyroute2 would otherwise create a missing netns (O_CREAT is its default).
-        ipr = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
+        ipr = pyroute2.IPRoute() if netns is None else pyroute2.IPRoute(netns=netns, flags=0)
     except OSError as exc:
         where = f"network namespace {netns!r}" if netns else "the current network namespace"
         raise HostNetworkError(f"cannot open netlink in {where}: {exc}") from None
@@ -70,15 +61,33 @@ def call(what: str, func: Callable[..., Any], *args: Any, ok: tuple[int, ...] = 
         code = getattr(exc, "code", None) or getattr(exc, "errno", None) or 0
         if code in ok:
             return False
-        name = errno.errorcode.get(code, str(code))
-        raise HostNetworkError(f"{what} failed: {os.strerror(code)} ({name})") from None
+        raise HostNetworkError(f"{what} failed: {_describe(code)}") from None
     return True
+
+
+def dump(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """Run a read request; retried when the kernel reports the dump was interrupted by a
+    concurrent change (NLM_F_DUMP_INTR), which is routine on a busy host."""
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            return list(func(*args, **kwargs))
+        except NetlinkError as exc:
+            if not isinstance(exc, DumpInterrupted):
+                raise HostNetworkError(f"reading {what} failed: {_describe(getattr(exc, 'code', 0) or 0)}") from None
+            if attempt == attempts:
+                raise HostNetworkError(f"reading {what} failed: interrupted {attempts} times by changes") from None
+    return []  # not reached
+
+
+def _describe(code: int) -> str:
+    return f"{os.strerror(code)} ({errno.errorcode.get(code, str(code))})"
 
 
 # ---- links -----------------------------------------------------------------------------
 
 def link_index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
+    found = dump(f"link {name}", ipr.link_lookup, ifname=name)
     return int(found[0]) if found else None
 
 
@@ -89,7 +98,7 @@ def get_link(ipr: Any, index: int) -> Any | None:
     except NetlinkError as exc:
         if getattr(exc, "code", None) == errno.ENODEV:
             return None
-        raise HostNetworkError(f"reading link {index} failed: {exc}") from None
+        raise HostNetworkError(f"reading link {index} failed: {_describe(getattr(exc, 'code', 0))}") from None
 
 
 def link_kind(link: Any) -> str:
@@ -128,7 +137,7 @@ def ensure_link_attrs(ipr: Any, link: Any, mtu: int | None = None, address: str 
 
 def ipv4_addresses(ipr: Any, index: int) -> list[netaddr.IPNetwork]:
     return [netaddr.IPNetwork(f"{a.get('address')}/{a['prefixlen']}")
-            for a in ipr.get_addr(family=socket.AF_INET, index=index)]
+            for a in dump("addresses", ipr.get_addr, family=socket.AF_INET, index=index)]
 
 
 def ensure_only_ipv4_address(ipr: Any, index: int, name: str, address: netaddr.IPNetwork) -> bool:
@@ -171,7 +180,7 @@ class Route:
     onlink: bool = False
     proto: int = RTPROT_OVERLAYNET
 
-    def same_path(self, other: "Route") -> bool:
+    def same_path(self, other: Route) -> bool:
         return (self.gateway, self.oif, self.onlink, self.proto) == (
             other.gateway, other.oif, other.onlink, other.proto)
 
@@ -180,7 +189,7 @@ def main_routes(ipr: Any) -> dict[netaddr.IPNetwork, Route]:
     """IPv4 unicast routes of the main table with metric 0, by destination (the ones a
     `replace` of ours would hit; routes with other metrics are left to their owners)."""
     routes: dict[netaddr.IPNetwork, Route] = {}
-    for msg in ipr.route("dump", family=socket.AF_INET):
+    for msg in dump("routes", ipr.route, "dump", family=socket.AF_INET):
         # get() prefers RTA_TABLE (the real table id) over the 8-bit header field.
         if msg.get("table") != MAIN_TABLE or msg["type"] != RTN_UNICAST or msg["tos"] or msg.get("priority"):
             continue
@@ -220,7 +229,7 @@ def delete_route(ipr: Any, dst: netaddr.IPNetwork, proto: int = RTPROT_OVERLAYNE
 def permanent_neighbours(ipr: Any, index: int) -> dict[str, str]:
     """Permanent IPv4 neighbours on a device: ip -> lladdr."""
     return {n.get("dst"): (n.get("lladdr") or "").lower()
-            for n in ipr.neigh("dump", family=socket.AF_INET)
+            for n in dump("neighbours", ipr.neigh, "dump", family=socket.AF_INET)
             if n["ifindex"] == index and n["state"] & NUD_PERMANENT and n.get("dst")}
 
 
@@ -242,7 +251,7 @@ def delete_neighbour(ipr: Any, index: int, ip: str) -> bool:
 def fdb_remotes(ipr: Any, index: int) -> dict[str, set[str]]:
     """A vxlan device's FDB entries with a remote: mac -> remote IPs."""
     found: dict[str, set[str]] = {}
-    for entry in ipr.fdb("dump", ifindex=index):
+    for entry in dump("FDB", ipr.fdb, "dump", ifindex=index):
         if entry["ifindex"] == index and entry.get("dst") and entry.get("lladdr"):
             found.setdefault(entry.get("lladdr").lower(), set()).add(entry.get("dst"))
     return found

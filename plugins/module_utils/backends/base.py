@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ...deps import netaddr
+from ..deps import netaddr
 from ..lease import Lease
 from ..netconfig import NetworkConfig
 

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import netaddr
 import pytest
-from conftest import config
-from netns_probe import RTPROT, ip, netlink_changes, plane
-
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan import VxlanBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
+from backend_lab import RTPROT, config, ip, netlink_changes, plane
 
 pytestmark = pytest.mark.lab
 
 VXLAN = {"Type": "vxlan"}
 
 
-def start(lab, backend=VXLAN):
+def start(lab, backend=None):
     """setup + activate on every host, then add every other host's lease: (backends, leases)."""
-    cfg = config(backend)
+    cfg = config(backend or VXLAN)
     backends, leases = {}, {}
     for h in lab.hosts:
         backends[h.n] = make_backend(cfg, h.local_host())
@@ -98,6 +100,10 @@ def test_setup_and_add_peer_twice_change_nothing(lab):
         backends[1].reconcile(peers_of(h1, leases))
     assert changes == []
     assert again.backend_data == leases[1].attrs.backend_data
+    with netlink_changes(h1.ns) as changes:  # the watch does see a real change
+        ip(h1.ns, "route", "del", "10.5.2.0/24")
+        backends[1].add_peer(leases[2])
+    assert any("10.5.2.0/24" in line for line in changes)
     after = plane(h1.ns)
     assert (after.routes, after.neighbours, after.fdb, after.addresses) == (
         before.routes, before.neighbours, before.fdb, before.addresses)
@@ -110,7 +116,7 @@ def test_remove_peer_removes_route_neighbour_and_fdb(lab):
     backends[1].remove_peer(leases[2])
     p = plane(h1.ns)
     assert "10.5.2.0/24" not in p.routes and "10.5.2.0" not in p.neighbours
-    assert not any(dst == h2.public_ip for _, dst in p.fdb)
+    assert not any(dst == h2.public_ip for _mac, dst in p.fdb)
     assert "10.5.3.0/24" in p.routes and "10.5.3.0" in p.neighbours  # the other peer stays
     assert not h1.ping_from_container(h2.container_ip, tries=1)
     assert h1.ping_from_container(h3.container_ip)
@@ -119,7 +125,7 @@ def test_remove_peer_removes_route_neighbour_and_fdb(lab):
 
 def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
     backends, leases = start(lab)
-    h1, h2, _ = lab.hosts
+    h1, h2 = lab.hosts[:2]
     mac2 = leases[2].attrs.backend_data["VtepMAC"]
     want = plane(h1.ns)
 
@@ -143,6 +149,19 @@ def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
     assert lab.hosts[2].ping_from_container(h1.container_ip)
 
 
+def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
+    backends, leases = start(lab)
+    h1, h2, h3 = lab.hosts
+    want = plane(h1.ns)
+    ip(h1.ns, "link", "set", "flannel.1", "address", "02:00:00:00:00:01")  # flushes the neighbours too
+    assert plane(h1.ns).neighbours == {}
+    backends[1].add_peer(leases[2])  # any call that sees the device repairs it, for all known peers
+    got = plane(h1.ns)
+    assert got.link.get("address") == want.link.get("address")
+    assert (got.routes, got.neighbours, got.fdb) == (want.routes, want.neighbours, want.fdb)
+    assert h1.ping_from_container(h3.container_ip)
+
+
 def test_reconcile_removes_stale_entries_and_keeps_foreign_routes(lab):
     backends, leases = start(lab)
     h1 = lab.hosts[0]
@@ -154,7 +173,7 @@ def test_reconcile_removes_stale_entries_and_keeps_foreign_routes(lab):
     p = plane(h1.ns)
     assert set(p.routes) == {"10.5.3.0/24", "172.30.0.0/24"}
     assert set(p.neighbours) == {"10.5.3.0"}
-    assert {dst for _, dst in p.fdb} == {lab.hosts[2].public_ip}
+    assert {dst for _mac, dst in p.fdb} == {lab.hosts[2].public_ip}
     assert "10.5.200.0/24" in p.foreign_routes
 
 
@@ -227,10 +246,14 @@ def test_skips_other_backends_own_and_malformed_leases(lab):
 
 def test_peer_with_a_new_mac_is_reprogrammed(lab):
     backends, leases = start(lab)
-    h1, h2, _ = lab.hosts
+    h1, h2 = lab.hosts[:2]
     old_mac = leases[2].attrs.backend_data["VtepMAC"]
-    # Host 2 comes back as upstream flanneld with a random MAC.
+    # Host 2 comes back as upstream flanneld with a random MAC (a MAC change flushes even
+    # permanent neighbours, so its flanneld programs its peers again).
     ip(h2.ns, "link", "set", "flannel.1", "address", "02:aa:bb:cc:dd:02")
+    for lease in (leases[1], leases[3]):
+        ip(h2.ns, "neigh", "replace", str(lease.subnet.network), "lladdr", lease.attrs.backend_data["VtepMAC"],
+           "dev", "flannel.1", "nud", "permanent")
     moved = h2.lease("vxlan", {"VNI": 1, "VtepMAC": "02:aa:bb:cc:dd:02"})
     backends[1].add_peer(moved)
     assert plane(h1.ns).neighbours["10.5.2.0"] == "02:aa:bb:cc:dd:02"
@@ -244,14 +267,14 @@ def test_peer_with_a_new_mac_is_reprogrammed(lab):
 
 def test_custom_vni_port_and_mtu(lab):
     backends, leases = start(lab, {"Type": "vxlan", "VNI": 7, "Port": 4789, "MTU": 1400})
-    h1, h2, _ = lab.hosts
+    h1, h2 = lab.hosts[:2]
     assert leases[1].attrs.backend_data["VNI"] == 7
     p = plane(h1.ns, "flannel.7")
     assert (p.vxlan("IFLA_VXLAN_ID"), p.vxlan("IFLA_VXLAN_PORT"), p.link.get("mtu")) == (7, 4789, 1400)
     assert h1.ping_from_container(h2.container_ip)
 
 
-def test_host_gw_peer_error_does_not_stop_reconcile(lab):
+def test_failing_peer_does_not_stop_reconcile(lab):
     """A peer that cannot be programmed is reported; the others are programmed anyway."""
     backends, leases = start(lab)
     h1 = lab.hosts[0]
@@ -288,3 +311,43 @@ def test_reconcile_with_50_peers_is_cheap(lab):
     assert changes == []
     print(f"reconcile 50 peers: first {first * 1000:.0f} ms, steady {steady * 1000:.0f} ms")
     assert steady < 0.5
+
+
+IN_NAMESPACE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+import netaddr
+args = json.loads(sys.argv[2])
+cfg = NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}})
+backend = make_backend(cfg, LocalHost(args["ip"], "eth0", args["index"], 1500))  # netns None: where we run
+done = backend.setup(cfg, LocalHost(args["ip"], "eth0", args["index"], 1500))
+backend.activate(netaddr.IPNetwork(args["subnet"]))
+peer = args["peer"]
+backend.add_peer(Lease(netaddr.IPNetwork(peer["subnet"]), LeaseAttrs(peer["ip"], None, "vxlan", peer["data"])))
+backend.reconcile({})  # no peers any more: removes what add_peer made
+backend.add_peer(Lease(netaddr.IPNetwork(peer["subnet"]), LeaseAttrs(peer["ip"], None, "vxlan", peer["data"])))
+print(json.dumps(done.backend_data))
+"""
+
+
+def test_production_path_runs_inside_the_host_namespace(lab):
+    """The agent runs under `ip netns exec` with LocalHost.netns None: the current namespace."""
+    h1, h2 = lab.hosts[:2]
+    cfg = config(VXLAN)
+    b2 = make_backend(cfg, h2.local_host())
+    data2 = b2.setup(cfg, h2.local_host()).backend_data
+    b2.activate(h2.subnet)
+    collections = str(Path(sys.modules["ansible_collections"].__path__[0]).parent)
+    args = {"ip": h1.public_ip, "index": h1.iface_index, "subnet": str(h1.subnet),
+            "peer": {"ip": h2.public_ip, "subnet": str(h2.subnet), "data": data2}}
+    out = subprocess.run(["ip", "netns", "exec", h1.ns, sys.executable, "-c", IN_NAMESPACE, collections,
+                          json.dumps(args)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    data1 = json.loads(out.stdout)
+    b2.add_peer(h1.lease("vxlan", data1))
+    assert plane(h1.ns).routes == {"10.5.2.0/24": ("10.5.2.0", "flannel.1", True)}
+    assert h1.ping_from_container(h2.container_ip)
