@@ -14,7 +14,9 @@ from .subnet_range import SubnetRange
 PICK_AMONG = 100
 
 
-def free_subnets(rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], limit: int = PICK_AMONG) -> list[netaddr.IPNetwork]:
+def free_subnets(
+    rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], limit: int = PICK_AMONG
+) -> list[netaddr.IPNetwork]:
     """The first `limit` subnets between SubnetMin and SubnetMax that nothing overlaps."""
     taken_ranges = sorted((int(t.first), int(t.last)) for t in taken)
     free: list[netaddr.IPNetwork] = []
@@ -34,7 +36,9 @@ def free_subnets(rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], limit: in
     return free
 
 
-def pick_subnet(rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], rand: random.Random | None = None) -> netaddr.IPNetwork:
+def pick_subnet(
+    rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], rand: random.Random | None = None
+) -> netaddr.IPNetwork:
     """A random pick among the first PICK_AMONG free subnets; NetworkFullError when none is left."""
     candidates = free_subnets(rng, taken)
     if not candidates:

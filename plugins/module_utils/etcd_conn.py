@@ -66,7 +66,9 @@ def _check_readable(option: str, path: str | None) -> None:
         with open(path, "rb") as handle:
             handle.read(1)
     except OSError as exc:
-        raise EtcdSetupError(f"{option} {path!r} cannot be read: {exc.strerror}; check the path and permissions") from None
+        raise EtcdSetupError(
+            f"{option} {path!r} cannot be read: {exc.strerror}; check the path and permissions"
+        ) from None
 
 
 class EtcdConnection:
@@ -74,7 +76,8 @@ class EtcdConnection:
 
     def __init__(self, settings: EtcdSettings) -> None:
         if etcd3 is None:
-            raise EtcdSetupError(f"the etcd3 package is missing ({MISSING['python3-etcd3']}); pip install python3-etcd3")
+            missing = MISSING["python3-etcd3"]
+            raise EtcdSetupError(f"the etcd3 package is missing ({missing}); pip install python3-etcd3")
         self.settings = settings
         self.endpoints = settings.parsed_endpoints()
         _check_readable("etcd_ca_file", settings.ca_file)
@@ -124,7 +127,9 @@ class EtcdConnection:
             "check etcd_endpoints, that etcd is running and reachable, and the TLS settings"
         )
 
-    def call_retrying(self, operation: Callable[[Any], T], deadline: float, on_retry: Callable[[Exception], None] | None = None) -> T:
+    def call_retrying(
+        self, operation: Callable[[Any], T], deadline: float, on_retry: Callable[[Exception], None] | None = None
+    ) -> T:
         """Like call(), but keep retrying with back-off until time.monotonic() passes deadline."""
         delay = 0.2
         while True:

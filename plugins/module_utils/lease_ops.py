@@ -81,7 +81,7 @@ def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface:
     return outcome
 
 
-def _parse_subnet(text: str) -> "netaddr.IPNetwork":
+def _parse_subnet(text: str) -> netaddr.IPNetwork:
     try:
         net = netaddr.IPNetwork(text, version=4)
     except (netaddr.AddrFormatError, ValueError):

@@ -180,7 +180,10 @@ class LeaseStore:
             if fitting:
                 return self._keep(fitting[0], attrs, ttl, reservation, keep_backend_data, renew_below, dry_run)
             taken = [lease.subnet for lease in leases]
-            if previous is not None and rng.fits(previous) and not any(t.first <= previous.last and previous.first <= t.last for t in taken):
+            previous_free = previous is not None and not any(
+                t.first <= previous.last and previous.first <= t.last for t in taken
+            )
+            if previous is not None and rng.fits(previous) and previous_free:
                 choice = previous
             else:
                 choice = pick_subnet(rng, taken, rand)

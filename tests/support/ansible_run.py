@@ -32,5 +32,6 @@ def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | Non
         cmd = ["ip", "netns", "exec", netns] + cmd
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{playbook.name} failed (rc={proc.returncode}):\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}")
+        output = f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
+        raise AssertionError(f"{playbook.name} failed (rc={proc.returncode}):\n{output}")
     return proc

@@ -164,10 +164,9 @@ def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix
 
 
 def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
-    from support.etcd_server import EtcdServer
-
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import EtcdUnavailableError
     from ansible_collections.overlaynet.flannel.plugins.module_utils.watch_stream import WatchCompactedError
+    from support.etcd_server import EtcdServer
 
     server = EtcdServer().start()
     try:

@@ -1,0 +1,52 @@
+"""One etcd watch on the leases, read in a thread and handed to the main loop's inbox.
+
+The stream blocks; the main loop must not. Each feed has a token so that messages from a
+watch that was already replaced are recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from ..lease_store import LeaseStore
+
+
+class WatchFeed:
+    """Puts ("batch", token, WatchBatch) for every batch and ("watch-error", token, exc) once
+    when the watch ends for any reason other than cancel()."""
+
+    def __init__(self, store: LeaseStore, start_revision: int, inbox: queue.SimpleQueue[Any], token: int) -> None:
+        self.start_revision = start_revision
+        self.token = token
+        self._store = store
+        self._inbox = inbox
+        self._cancel: Any = None
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"watch-{token}", daemon=True)
+
+    def start(self) -> WatchFeed:
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        try:
+            batches, self._cancel = self._store.watch(self.start_revision)
+            if self._cancelled.is_set():
+                self._cancel()
+                return
+            for batch in batches:
+                self._inbox.put(("batch", self.token, batch))
+            raise EOFError("the watch stream ended")
+        except Exception as exc:  # noqa: BLE001 - any end of the stream is reported to the loop
+            if not self._cancelled.is_set():
+                self._inbox.put(("watch-error", self.token, exc))
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self._cancel is not None:
+            try:
+                self._cancel()
+            except Exception:  # noqa: BLE001 - cancelling a broken stream may fail; it is gone either way
+                pass

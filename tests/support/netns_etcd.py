@@ -1,0 +1,86 @@
+"""A real etcd running inside a network namespace, on an address that exists only there.
+
+Lab tools that talk to it (etcdctl) run inside the namespace too; nothing is added to the
+root namespace. Started with `ip netns exec` (which execs, so the PID is etcd's) and
+stopped by that PID only. The data directory survives stop()/start(), so an outage can be
+simulated and ended with the data intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+class NetnsEtcd:
+    def __init__(self, netns: str, address: str, port: int = 2379) -> None:
+        self.netns = netns
+        self.address = address
+        self.port = port
+        self.endpoint = f"http://{address}:{port}"
+        self.data_dir = Path(tempfile.mkdtemp(prefix="oflag-etcd-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> NetnsEtcd:
+        peer = "http://127.0.0.1:2380"
+        args = [
+            "ip", "netns", "exec", self.netns, ETCD, "--name", "lab", "--data-dir", str(self.data_dir / "data"),
+            "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"lab={peer}", "--log-level", "error", "--logger", "zap",
+        ]
+        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited: {(self.data_dir / 'etcd.log').read_text()[-2000:]}")
+            if self.run("endpoint", "health", check=False).returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("etcd did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = ["ip", "netns", "exec", self.netns, ETCDCTL, f"--endpoints={self.endpoint}",
+               "--dial-timeout=2s", "--command-timeout=5s", *args]
+        return subprocess.run(cmd, env=dict(os.environ, ETCDCTL_API="3"), check=check,
+                              capture_output=True, text=True, timeout=30)
+
+    def etcdctl(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        """key -> value of every key under prefix."""
+        lines = self.etcdctl("get", "--prefix", prefix).splitlines()
+        return dict(zip(lines[0::2], lines[1::2], strict=True))
+
+    def lease_of(self, key: str) -> int:
+        """The etcd lease id attached to key (0: none, -1: no such key)."""
+        kvs = json.loads(self.etcdctl("get", key, "-w", "json")).get("kvs") or []
+        return int(kvs[0].get("lease", 0)) if kvs else -1
+
+    def revision(self) -> int:
+        return int(json.loads(self.etcdctl("get", "/", "-w", "json"))["header"]["revision"])
