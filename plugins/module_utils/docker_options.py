@@ -47,7 +47,8 @@ def render_docker_opts(opts: DockerBridgeOptions, key: str = "DOCKER_OPTS", mode
     -k key names the combined variable; -m leaves ip-masq out."""
     if mode not in DOCKER_OPTS_MODES:
         raise HostNetworkError(f"docker_opts_mode {mode!r} is not one of {', '.join(DOCKER_OPTS_MODES)}")
-    # The script loops over `set | grep DOCKER_OPT_`, i.e. in name order: BIP, IPMASQ, MTU.
+    # The script loops over `set | grep DOCKER_OPT_`, i.e. in name order: BIP, IPMASQ, MTU, and
+    # joins the values each with a leading space.
     individual = [("DOCKER_OPT_BIP", f"--bip={opts.bip}")]
     if include_ip_masq:
         individual.append(("DOCKER_OPT_IPMASQ", f"--ip-masq={'true' if opts.docker_ip_masq else 'false'}"))
@@ -56,6 +57,6 @@ def render_docker_opts(opts: DockerBridgeOptions, key: str = "DOCKER_OPTS", mode
     if mode in ("both", "individual"):
         lines += [f'{name}="{value}"' for name, value in individual]
     if mode in ("both", "combined"):
-        combined = "".join(f"{value} " for _name, value in individual)
+        combined = "".join(f" {value}" for _name, value in individual)
         lines.append(f'{key}="{combined}"')
     return "\n".join(lines) + "\n"

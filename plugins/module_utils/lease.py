@@ -47,15 +47,17 @@ class LeaseAttrs:
         # Go's encoding/json matches field names case-insensitively; so do we.
         lowered = {str(k).lower(): v for k, v in doc.items()}
         public_ip = lowered.get("publicip")
-        if not isinstance(public_ip, str) or not _is_ipv4(public_ip):
+        if not isinstance(public_ip, str) or not _is_ip(public_ip, 4):
             raise LeaseError(
                 f"{where}: PublicIP {public_ip!r} is not an IPv4 address; "
                 "rewrite the lease with a valid PublicIP"
             )
         public_ipv6 = lowered.get("publicipv6")
-        if public_ipv6 is not None and not isinstance(public_ipv6, str):
-            raise LeaseError(f"{where}: PublicIPv6 {public_ipv6!r} must be a string or null")
-        backend_type = lowered.get("backendtype") or ""
+        if public_ipv6 is not None and not (isinstance(public_ipv6, str) and _is_ip(public_ipv6, 6)):
+            raise LeaseError(f"{where}: PublicIPv6 {public_ipv6!r} must be an IPv6 address or null")
+        backend_type = lowered.get("backendtype")
+        if backend_type is None:
+            backend_type = ""
         if not isinstance(backend_type, str):
             raise LeaseError(f"{where}: BackendType {backend_type!r} must be a string")
         backend_data = lowered.get("backenddata")
@@ -64,9 +66,9 @@ class LeaseAttrs:
         return cls(public_ip, public_ipv6, backend_type, backend_data or None)
 
 
-def _is_ipv4(text: str) -> bool:
+def _is_ip(text: str, version: int) -> bool:
     try:
-        return netaddr.IPAddress(text, flags=netaddr.INET_PTON).version == 4
+        return netaddr.IPAddress(text, version=version, flags=netaddr.INET_PTON).version == version
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return False
 

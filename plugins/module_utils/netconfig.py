@@ -63,7 +63,10 @@ class BackendConfig:
             doc = {}
         if not isinstance(doc, dict):
             raise ConfigError(f"Backend must be a JSON object, got {doc!r}")
-        type_key = next((k for k in doc if str(k).lower() == "type"), None)
+        type_keys = [k for k in doc if str(k).lower() == "type"]
+        if len(type_keys) > 1:
+            raise ConfigError(f"Backend: key 'Type' is given twice ({', '.join(type_keys)}; keys are case-insensitive)")
+        type_key = type_keys[0] if type_keys else None
         btype = doc.get(type_key, default_type) if type_key else default_type
         if btype not in BACKEND_TYPES:
             raise ConfigError(
@@ -82,7 +85,7 @@ class BackendConfig:
 
     @property
     def vni(self) -> int:
-        return int(self.get("VNI") or 1)
+        return int(self.get("VNI"))  # an explicit 0 is flannel.0, as in flannel
 
     @property
     def port(self) -> int:
@@ -97,7 +100,10 @@ class BackendConfig:
         return {"Type": self.type, **self.fields, **self.extra}
 
     def effective(self) -> dict[str, Any]:
-        return {"Type": self.type, **_BACKEND_DEFAULTS[self.type], **self.fields, **self.extra}
+        doc = {"Type": self.type, **_BACKEND_DEFAULTS[self.type], **self.fields, **self.extra}
+        if "Port" in doc:
+            doc["Port"] = self.port  # Port 0 means the default port
+        return doc
 
 
 def _check_field(btype: str, name: str, value: Any) -> None:
@@ -182,7 +188,8 @@ class NetworkConfig:
                                 found.get("IPv6SubnetMin"), found.get("IPv6SubnetMax"), "IPv6")
         backend = BackendConfig.from_dict(found.get("Backend"), default_backend)
         given = dict(found)
-        if "Backend" in given:
+        if "Backend" in given or default_backend != "udp":
+            # Stored without a Backend, the config would read back as udp.
             given["Backend"] = backend.to_dict()
         return cls(given, ipv4, ipv6, backend, extra)
 

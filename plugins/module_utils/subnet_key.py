@@ -7,8 +7,8 @@ import re
 from .deps import netaddr
 from .errors import LeaseError
 
-_V4 = r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})-(\d{1,2})"
-_V6 = r"([0-9a-fA-F:.]+)-(\d{1,3})"
+_V4 = r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})-([0-9]{1,2})"
+_V6 = r"([0-9a-fA-F:.]+)-([0-9]{1,3})"
 _KEY = re.compile(rf"^{_V4}(?:&{_V6})?$")
 
 
@@ -21,7 +21,7 @@ def encode_subnet_key(subnet: netaddr.IPNetwork, ipv6_subnet: netaddr.IPNetwork 
 
 def decode_subnet_key(key: str) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork | None]:
     """Parse a key (the part after `<prefix>/subnets/`); raise LeaseError when it is not one."""
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     if not match:
         raise LeaseError(f"subnet key {key!r} is not of the form A.B.C.D-LEN[&IPV6-LEN]")
     ip4, len4, ip6, len6 = match.groups()

@@ -11,6 +11,7 @@ flannel's rules, the same for both families (bits = 32 or 128):
 from __future__ import annotations
 
 from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,9 @@ def subnet_range(version: int, network: Any, subnet_len: Any, subnet_min: Any, s
     net = _parse_network(version, network, f"{key_prefix}Network")
     ones = net.prefixlen
     name = f"{key_prefix}SubnetLen"
-    if subnet_len in (None, 0):
+    if subnet_len is not None and (isinstance(subnet_len, bool) or not isinstance(subnet_len, int)):
+        raise ConfigError(f"{name} {subnet_len!r} must be a whole number")
+    if subnet_len in (None, 0):  # 0 is flannel's "unset"
         if ones > bits - 4:
             raise ConfigError(
                 f"{key_prefix}Network {network} is too small: the smallest useful network is /{bits - 4}"
@@ -78,8 +81,6 @@ def subnet_range(version: int, network: Any, subnet_len: Any, subnet_min: Any, s
             )
         length = _DEFAULT_LEN[version] if ones <= _DEFAULT_LEN[version] - 2 else ones + 2
     else:
-        if isinstance(subnet_len, bool) or not isinstance(subnet_len, int):
-            raise ConfigError(f"{name} {subnet_len!r} must be a whole number")
         if subnet_len > bits - 2:
             raise ConfigError(f"{name} {subnet_len} is too long: use /{bits - 2} or shorter")
         if subnet_len < ones + 2:
@@ -105,9 +106,9 @@ def _parse_network(version: int, value: Any, name: str) -> netaddr.IPNetwork:
     if not isinstance(value, str):
         raise ConfigError(f"{name} {value!r} must be a CIDR string such as \"10.5.0.0/16\"")
     try:
-        if "/" not in value:
+        addr, _slash, length = value.partition("/")
+        if not re.fullmatch(r"[0-9]{1,3}", length):  # no signs, spaces or non-ASCII digits
             raise ValueError(value)
-        addr, length = value.split("/", 1)
         ip = netaddr.IPAddress(addr, version=version, flags=netaddr.INET_PTON)
         net = netaddr.IPNetwork(f"{ip}/{int(length)}", version=version)
     except (netaddr.AddrFormatError, ValueError, TypeError):

@@ -6,6 +6,7 @@ import hashlib
 import re
 
 import pytest
+
 from ansible_collections.overlaynet.flannel.plugins.module_utils.vtep_mac import read_machine_id, vtep_mac
 
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
