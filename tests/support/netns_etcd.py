@@ -3,7 +3,9 @@
 Lab tools that talk to it (etcdctl) run inside the namespace too; nothing is added to the
 root namespace. Started with `ip netns exec` (which execs, so the PID is etcd's) and
 stopped by that PID only. The data directory survives stop()/start(), so an outage can be
-simulated and ended with the data intact.
+simulated and ended with the data intact. Several members on addresses of the same
+namespace form a cluster (give each the same initial_cluster, start them with wait=False,
+then wait_healthy()).
 """
 
 from __future__ import annotations
@@ -22,24 +24,30 @@ ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
 
 class NetnsEtcd:
-    def __init__(self, netns: str, address: str, port: int = 2379) -> None:
+    def __init__(self, netns: str, address: str, port: int = 2379, name: str = "lab",
+                 peer_url: str = "http://127.0.0.1:2380", initial_cluster: str | None = None) -> None:
         self.netns = netns
         self.address = address
         self.port = port
         self.endpoint = f"http://{address}:{port}"
+        self.name = name
+        self.peer_url = peer_url
+        self.initial_cluster = initial_cluster or f"{name}={peer_url}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="oflag-etcd-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> NetnsEtcd:
-        peer = "http://127.0.0.1:2380"
+    def start(self, timeout: float = 20.0, wait: bool = True) -> NetnsEtcd:
         args = [
-            "ip", "netns", "exec", self.netns, ETCD, "--name", "lab", "--data-dir", str(self.data_dir / "data"),
+            "ip", "netns", "exec", self.netns, ETCD, "--name", self.name, "--data-dir", str(self.data_dir / "data"),
             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"lab={peer}", "--log-level", "error", "--logger", "zap",
+            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster, "--log-level", "error", "--logger", "zap",
         ]
         log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        return self.wait_healthy(timeout) if wait else self
+
+    def wait_healthy(self, timeout: float = 20.0) -> NetnsEtcd:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -268,7 +268,11 @@ class Agent:
         self.notifier.watchdog()
 
     def _start_watch(self) -> None:
-        self.feed = WatchFeed(self.store, self.revision + 1, self.inbox, next(self._tokens)).start()
+        try:
+            self.feed = WatchFeed(self.store, self.revision + 1, self.inbox, next(self._tokens)).start()
+        except FlannelError as exc:
+            self._watch_failed(exc)
+            return
         log.debug("watching %s from revision %d", self.store.subnets_prefix, self.revision + 1)
 
     def _stop_watch(self) -> None:

@@ -1,7 +1,8 @@
 """One etcd watch on the leases, read in a thread and handed to the main loop's inbox.
 
-The stream blocks; the main loop must not. Each feed has a token so that messages from a
-watch that was already replaced are recognised and ignored.
+The stream blocks; the main loop must not. The watch is opened in the caller's thread (the
+etcd connection is only ever used from the main loop); the thread only reads the stream.
+Each feed has a token so that messages from a watch that was replaced are ignored.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ class WatchFeed:
     def __init__(self, store: LeaseStore, start_revision: int, inbox: queue.SimpleQueue[Any], token: int) -> None:
         self.start_revision = start_revision
         self.token = token
-        self._store = store
         self._inbox = inbox
-        self._cancel: Any = None
+        self._batches, self._cancel = store.watch(start_revision)  # lazy: nothing is sent yet
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"watch-{token}", daemon=True)
 
@@ -32,11 +32,7 @@ class WatchFeed:
 
     def _read(self) -> None:
         try:
-            batches, self._cancel = self._store.watch(self.start_revision)
-            if self._cancelled.is_set():
-                self._cancel()
-                return
-            for batch in batches:
+            for batch in self._batches:
                 self._inbox.put(("batch", self.token, batch))
             raise EOFError("the watch stream ended")
         except Exception as exc:  # noqa: BLE001 - any end of the stream is reported to the loop
@@ -45,8 +41,7 @@ class WatchFeed:
 
     def cancel(self) -> None:
         self._cancelled.set()
-        if self._cancel is not None:
-            try:
-                self._cancel()
-            except Exception:  # noqa: BLE001 - cancelling a broken stream may fail; it is gone either way
-                pass
+        try:
+            self._cancel()
+        except Exception:  # noqa: BLE001 - cancelling a broken stream may fail; it is gone either way
+            pass

@@ -112,16 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag in FLAGS:
         names = [f"--{flag.name}"] + (["-v"] if flag.name == "v" else [])
-        help_text = f"{flag.help} (env {flag.env}; default {flag.default!r})"
+        default = "" if flag.default in (None, []) else f"; default {_shown(flag.default)}"
+        help_text = f"{flag.help} (env {flag.env}{default})"
+        metavar = {"list": "LIST", "int": "N", "float": "SECONDS"}.get(flag.kind, "VALUE")
         if flag.kind == "bool":
             parser.add_argument(*names, dest=flag.dest, nargs="?", const=True, default=None,
                                 type=_option_type(flag), metavar="true|false", help=help_text)
         elif flag.kind == "list":
             parser.add_argument(*names, dest=flag.dest, action="append", default=None,
-                                type=_option_type(flag), help=help_text)
+                                type=_option_type(flag), metavar=metavar, help=help_text)
         else:
-            parser.add_argument(*names, dest=flag.dest, default=None, type=_option_type(flag), help=help_text)
+            parser.add_argument(*names, dest=flag.dest, default=None, type=_option_type(flag),
+                                metavar=metavar, help=help_text)
     return parser
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:

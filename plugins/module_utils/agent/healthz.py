@@ -49,13 +49,17 @@ def _handler_for(health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path == "/healthz":
-                ok, text = health.alive(), "flanneld is running"
+                self._answer(health.alive(), "flanneld is running", "not alive")
             elif self.path == "/readyz":
-                ok, text = health.ready and health.alive(), "ready"
+                self._answer(health.ready and health.alive(), "ready", "not ready")
             else:
                 self._reply(404, "not found")
-                return
-            self._reply(200 if ok else 503, text if ok else "not " + ("ready" if text == "ready" else "alive"))
+
+        def _answer(self, ok: bool, good: str, bad: str) -> None:
+            if ok:
+                self._reply(200, good)
+            else:
+                self._reply(503, bad)
 
         def _reply(self, code: int, text: str) -> None:
             body = (text + "\n").encode()
