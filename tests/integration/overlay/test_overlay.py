@@ -1,0 +1,177 @@
+"""The overlay across hosts, for each backend: 3 light hosts, the real agent, a container on each.
+
+Needs root (network namespaces). Every figure asserted here is measured in the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+from overlay_lab import OverlayLab, wait_for
+
+from lab import Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+BACKENDS = {
+    "vxlan": {"Type": "vxlan"},
+    "host-gw": {"Type": "host-gw"},
+    "udp": {"Type": "udp"},
+}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def overlay(request, tmp_path_factory):
+    name = request.param
+    state = tmp_path_factory.mktemp(f"lab-{name}")
+    prefix = {"vxlan": "oflov-", "host-gw": "oflog-", "udp": "oflou-"}[name]
+    with Lab.up(hosts=3, etcd_members=1, state_dir=state / "lab", prefix=prefix) as lab:
+        ov = OverlayLab(lab, BACKENDS[name], state)
+        ov.kind = name
+        try:
+            ov.put_config()
+            for host in lab.hosts:
+                ov.start_agent(host)
+            for host in lab.hosts:
+                ov.add_container(host, f"c{host[1:]}")
+            yield ov
+        finally:
+            ov.stop_all()
+
+
+def test_every_container_pings_every_container_on_other_hosts(overlay):
+    wait_for(lambda: not overlay.ping_all(), 10, interval=0.2, what="full ping matrix")
+    assert overlay.ping_all() == []
+    keys = overlay.leases()
+    assert len(keys) == 3
+    if overlay.kind == "vxlan":
+        assert all(lease["BackendType"] == "vxlan" and "VtepMAC" in lease["BackendData"] for lease in keys.values())
+
+
+def test_a_joining_host_is_reachable_within_a_second_and_a_released_one_is_removed(overlay):
+    lab = overlay.lab
+    host = lab.add_host()
+    overlay.start_agent(host)
+    joined = time.monotonic()
+    address = overlay.add_container(host, f"c{host[1:]}")
+    for src in [c for c in overlay.containers if lab.container(c)["host"] != host]:
+        overlay.ping(src, address, wait=1)  # first ping may resolve ARP on the way
+        assert overlay.ping(src, address)
+    elapsed = time.monotonic() - joined
+    assert elapsed < 1.0 + 0.5 * len(overlay.containers), f"join took {elapsed:.2f}s"
+
+    # release the new host's lease: its agent exits (lease taken away), peers drop it
+    key, _ = overlay.lease_of(host)
+    subnet = key.replace("-", "/")
+    lab.etcdctl("del", f"/coreos.com/network/subnets/{key}")
+    assert overlay.agents[host].wait(15) != 0
+    overlay.agents.pop(host)
+    for peer in [h for h in lab.hosts if h != host]:
+        wait_for(lambda p=peer: subnet not in overlay.routes_to(p, subnet), 5, what=f"route to {subnet} gone")
+        if overlay.kind == "vxlan":
+            lease_ip = lab.host_address(host)
+            assert lease_ip not in overlay.ip(peer, "-d", "link")  # sanity: no device per peer
+            fdb = lab.run(peer, ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True, text=True).stdout
+            assert f"dst {lease_ip} " not in fdb
+            neigh = overlay.ip(peer, "neigh", "show", "dev", "flannel.1")
+            assert subnet.split("/")[0] not in neigh
+    if overlay.kind == "udp":
+        assert not overlay.ping(next(c for c in overlay.containers if c != f"c{host[1:]}"), address)
+    lab.remove_container(f"c{host[1:]}")
+    overlay.containers.pop(f"c{host[1:]}")
+    lab.remove_host(host)
+
+
+def test_kill_9_and_restart_keeps_subnet_and_traffic(overlay):
+    before_key, before = overlay.lease_of("h2")
+    stream = overlay.start_ping_stream("c1", overlay.containers["c2"], seconds=6)
+    time.sleep(1.5)
+    overlay.kill_agent("h2", signal.SIGKILL)
+    overlay.start_agent("h2")
+    lost = overlay.lost(stream, timeout=30)
+    after_key, after = overlay.lease_of("h2")
+    assert after_key == before_key
+    if overlay.kind == "vxlan":
+        assert after["BackendData"]["VtepMAC"] == before["BackendData"]["VtepMAC"]
+    assert lost <= 1, f"{lost} packets lost across the restart"
+
+
+def test_etcd_outage_loses_no_packets_and_a_join_afterwards_works(overlay):
+    lab = overlay.lab
+    stream = overlay.start_ping_stream("c1", overlay.containers["c3"], seconds=34)
+    time.sleep(1)
+    lab.stop_etcd(1)
+    time.sleep(30)
+    lab.start_etcd(1)
+    lost = overlay.lost(stream, timeout=60)
+    assert lost == 0, f"{lost} packets lost during the etcd outage"
+    assert all(proc.poll() is None for proc in overlay.agents.values()), "an agent died during the outage"
+    host = lab.add_host()
+    overlay.start_agent(host)
+    address = overlay.add_container(host, f"c{host[1:]}")
+    wait_for(lambda: overlay.ping("c1", address), 10, interval=0.2, what="new host reachable after the outage")
+    overlay.kill_agent(host, signal.SIGTERM)
+    lab.etcdctl("del", f"/coreos.com/network/subnets/{overlay.lease_of(host)[0]}")
+    lab.remove_container(f"c{host[1:]}")
+    overlay.containers.pop(f"c{host[1:]}")
+    lab.remove_host(host)
+
+
+def test_drift_is_repaired_within_ten_seconds(overlay):
+    lab = overlay.lab
+    peer_key, _ = overlay.lease_of("h2")
+    subnet = peer_key.replace("-", "/")
+    if overlay.kind in ("vxlan", "host-gw"):
+        lab.run("h1", ["ip", "route", "del", subnet])
+        took = wait_for(lambda: subnet in overlay.routes_to("h1", subnet), 10, what="route repaired")
+        assert took < 10
+    if overlay.kind == "vxlan":
+        mac = overlay.leases()[peer_key]["BackendData"]["VtepMAC"]
+        lab.run("h1", ["bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", lab.host_address("h2")])
+        wait_for(lambda: mac in lab.run("h1", ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True,
+                                        text=True).stdout, 10, what="fdb entry repaired")
+    device = {"vxlan": "flannel.1", "udp": "flannel0"}.get(overlay.kind)
+    if device:
+        lab.run("h1", ["ip", "link", "del", device])
+        wait_for(lambda: f"{device}:" in overlay.ip("h1", "link", "show"), 10, what=f"{device} repaired")
+    wait_for(lambda: overlay.ping("c1", overlay.containers["c2"]), 10, interval=0.2, what="traffic after repair")
+
+
+def test_udp_speaks_flannels_format_to_upstream_peers_and_drops_strangers(overlay):
+    if overlay.kind != "udp":
+        pytest.skip("udp backend only")
+    lab = overlay.lab
+    # h3 behaves like upstream flanneld: plain TUN, no fast-path advertisement in its lease.
+    overlay.kill_agent("h3", signal.SIGTERM)
+    overlay.start_agent("h3", "--udp-fast-path=false")
+    wait_for(lambda: "BackendData" not in overlay.lease_of("h3")[1], 10, what="h3 lease without fast path")
+    assert "Overlaynet" in overlay.lease_of("h1")[1].get("BackendData", {})
+    for src, dst in (("c1", "c3"), ("c3", "c1"), ("c2", "c3"), ("c1", "c2")):
+        wait_for(lambda s=src, d=dst: overlay.ping(s, overlay.containers[d]), 10, interval=0.2,
+                 what=f"{src} -> {dst}")
+    # bulk TCP both ways between a fast-path host and the per-packet host
+    lab.popen("c3", ["iperf3", "-s", "-1", "-p", "5201"], netns_only=True)
+    time.sleep(0.3)
+    run = lab.run("c1", ["iperf3", "-c", overlay.containers["c3"], "-p", "5201", "-t", "2", "-R"], netns_only=True,
+                  capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    stats = overlay.udp_stats("h1")
+    assert stats["peers"][lab.host_address("h3")]["format"] == "flannel"
+    assert stats["peers"][lab.host_address("h2")]["format"] == "gso"
+
+    # a stranger (not a peer) sends an ICMP echo for c1 straight to h1's port 8285
+    stranger = lab.add_host()
+    before = overlay.udp_stats("h1")["dropped_not_peer"]
+    probe = overlay.stranger_probe(stranger, lab.host_address("h1"), overlay.containers["c1"])
+    assert probe["replies"] == 0
+    wait_for(lambda: overlay.udp_stats("h1")["dropped_not_peer"] > before, 5, what="drop counted")
+    lab.remove_host(stranger)
+    assert re.match(r"\d+\.\d+\.\d+\.\d+", overlay.containers["c1"])
