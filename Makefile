@@ -10,7 +10,7 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
 .DEFAULT_GOAL := help
 
-.PHONY: help deps apt venv lint ruff sanity unit integration test demo lab-up lab-down build clean build/sanity-tree
+.PHONY: help deps apt venv lint ruff ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
@@ -51,7 +51,7 @@ sanity: build/sanity-tree
 	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 \
 		--skip-test shebang --color no
 
-lint: ruff sanity
+lint: ruff ansible-lint sanity
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
@@ -65,11 +65,30 @@ test: deps lint
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path build/
 
+COLLECTION_LINK := build/collections/ansible_collections/overlaynet/flannel
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@) && ln -sfn ../../../.. $@
+
+# The main job: 3 nspawn machines with docker and a 3-member etcd, site.yml, ping matrix.
+demo: deps $(COLLECTION_LINK)
+	$(BIN)/python -m lab.machine_lab up --machines 3 --etcd-members 3
+	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-playbook -i lab/inventory.yml site.yml
+	$(BIN)/python -m lab.machine_lab ping-matrix
+
 lab-up: deps
 	$(BIN)/python -m lab up --hosts $${HOSTS:-3} --etcd-members $${ETCD_MEMBERS:-1}
 
+# Removes both kinds of lab (light hosts and machines), whichever is up.
 lab-down: venv
 	$(BIN)/python -m lab down
+	$(BIN)/python -m lab.machine_lab down
+
+molecule: deps $(COLLECTION_LINK)
+	PATH=$(CURDIR)/$(BIN):$$PATH molecule test
+
+ansible-lint: venv $(COLLECTION_LINK)
+	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-lint --profile production roles site.yml extensions/molecule
 
 clean: lab-down
 	rm -rf build
