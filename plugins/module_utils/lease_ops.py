@@ -12,6 +12,7 @@ from .lease import LeaseAttrs
 from .lease_store import DEFAULT_TTL, LeaseStore
 from .netconfig import NetworkConfig
 from .subnet_env import SubnetEnv, read_subnet_env, write_subnet_env
+from .vtep_mac import vtep_mac
 
 # Bytes each backend's encapsulation takes from the underlay MTU (flannel's numbers).
 BACKEND_OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0}
@@ -44,6 +45,14 @@ def lease_backend_type(config: NetworkConfig) -> str:
     return "" if config.backend.type == "udp" else config.backend.type
 
 
+def lease_backend_data(config: NetworkConfig, public_ip: str) -> dict | None:
+    """What the agent will advertise, where the module can know it: the vxlan VTEP MAC is
+    derived from stable host data, so a lease taken here is complete before the agent runs."""
+    if config.backend.type != "vxlan":
+        return None
+    return {"VNI": config.backend.vni, "VtepMAC": vtep_mac(config.backend.vni, public_ip)}
+
+
 def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface: str | None,
                  subnet: str | None, reservation: bool, ttl: int = DEFAULT_TTL, subnet_file: str | None,
                  ip_masq: bool, mtu: int | None, dry_run: bool) -> LeaseOutcome:
@@ -57,7 +66,8 @@ def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface:
     underlay = find_underlay(iface, public_ip)
     previous_env = read_subnet_env(subnet_file) if subnet_file else None
     previous = previous_env.lease_subnet if previous_env is not None else None
-    attrs = LeaseAttrs(underlay.public_ip, None, lease_backend_type(config), None)
+    backend_data = lease_backend_data(config, underlay.public_ip)
+    attrs = LeaseAttrs(underlay.public_ip, None, lease_backend_type(config), backend_data)
     result = store.acquire(
         attrs, ttl=ttl, requested=requested, previous=previous, reservation=reservation,
         keep_backend_data=True, renew_below=ttl // 2, dry_run=dry_run,

@@ -10,8 +10,8 @@ flannel's rules, the same for both families (bits = 32 or 128):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.vtep_mac import vtep_mac
 from support.ansible_run import run_playbook
 from support.etcd_server import free_port
 
@@ -20,7 +21,11 @@ def test_flannel_lease(etcd_server, etcd_prefix, tmp_path):
     run_playbook(PLAYBOOKS / "flannel_lease.yml",
                  {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path)})
     stored = etcd_server.etcdctl("get", f"{etcd_prefix}/subnets/10.5.200.0-24", "--print-value-only")
-    assert stored.strip() == '{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"vxlan"}'
+    mac = vtep_mac(1, "192.168.81.11")  # what the agent on this host will advertise
+    assert stored.strip() == (
+        '{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"vxlan",'
+        f'"BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}'
+    )
 
 
 def test_bad_input_fails_clearly_and_changes_nothing(etcd_server, etcd_prefix, tmp_path):
