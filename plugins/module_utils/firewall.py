@@ -13,6 +13,7 @@ import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 from .errors import HostNetworkError
 
@@ -22,7 +23,7 @@ MASQ_COMMENT = "flanneld masq"
 FWD_COMMENT = "flanneld forward"
 MULTICAST = "224.0.0.0/4"
 
-Runner = Callable[[Sequence[str], str | None], "subprocess.CompletedProcess[str]"]
+Runner = Callable[[Sequence[str], Optional[str]], "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)

@@ -284,8 +284,9 @@ class LeaseStore:
                 return replace(lease, mod_revision=meta.mod_revision)
             new_id = client.lease(ttl).id  # a different TTL needs a new etcd lease
             tx = client.transactions
-            ok, _responses = client.transaction(compare=[tx.mod(key) == meta.mod_revision],
-                                       success=[tx.put(key, value, lease=new_id)], failure=[])
+            ok, _responses = client.transaction(
+                compare=[tx.mod(key) == meta.mod_revision], success=[tx.put(key, value, lease=new_id)], failure=[]
+            )
             if not ok:
                 client.revoke_lease(new_id)
                 return None

@@ -68,8 +68,9 @@ SCRIPT_CASES = [
      'DOCKER_NETWORK_OPTIONS=" --bip=10.5.72.1/24 --mtu=1450"\n'),
 ]
 
+
 def _ids(case) -> str:
-    masq, flags, _, _ = case
+    masq, flags = case[0], case[1]
     return f"ipmasq={str(masq).lower()} {' '.join(flags) or '(default)'}"
 
 
@@ -126,7 +127,6 @@ def test_unknown_mode_is_an_error(mode):
 
 def test_modes():
     assert set(DOCKER_OPTS_MODES) == {"both", "individual", "combined"}
-
 
 
 def _opts(flannel_ipmasq: bool = False) -> DockerBridgeOptions:

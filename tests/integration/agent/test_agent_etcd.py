@@ -350,7 +350,7 @@ def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, pre
     try:
         wait_until(lambda: "etcd is unavailable" in a1.log(), 10, "the agent to notice the outage")
         a3.start()  # an agent starting during the outage waits for etcd
-        for _ in range(10):
+        for _unused in range(10):
             time.sleep(1)
             assert a1.alive() and a2.alive() and a3.alive()
             assert (h1.routes(), h2.routes()) == before  # the data plane stays exactly as it is
@@ -485,7 +485,8 @@ def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backen
     assert {lease["PublicIP"] for lease in leases.values()} == {h1.address, h2.address}
     assert all(lease["BackendType"] == backend for lease in leases.values())
     # The device of each host carries the lease's network address (.0/32): ping across.
-    far = own_key(a2).split("-")[0]
+    far = own_key(a2).split("-", maxsplit=1)[0]
+
     def reaches() -> bool:
         return run("ip", "netns", "exec", h1.ns, "ping", "-c", "1", "-W", "1", far, check=False).returncode == 0
 

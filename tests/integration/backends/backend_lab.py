@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
+from pyroute2 import IPRoute
+
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
 from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
-from pyroute2 import IPRoute
 
 NETWORK = "10.5.0.0/16"
 RTPROT = 70  # the protocol our routes carry (netlink.RTPROT_OVERLAYNET)

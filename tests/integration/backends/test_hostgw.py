@@ -6,13 +6,14 @@ import os
 
 import netaddr
 import pytest
+from backend_lab import RTPROT, config, ip, netlink_changes, plane
+from pyroute2 import IPRoute
+
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-from backend_lab import RTPROT, config, ip, netlink_changes, plane
-from pyroute2 import IPRoute
 
 pytestmark = pytest.mark.lab
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import netaddr
 import pytest
+from backend_lab import RTPROT, config, ip, netlink_changes, plane
+
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan import VxlanBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-from backend_lab import RTPROT, config, ip, netlink_changes, plane
 
 pytestmark = pytest.mark.lab
 

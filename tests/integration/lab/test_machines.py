@@ -116,7 +116,7 @@ class Lab:
             except Exception as e:  # noqa: BLE001 - keep cleaning up
                 errors.append(f"{m.name}: {e}")
         for ns in self.created_ns:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self.created_ns.clear()
         if errors:
             raise RuntimeError("; ".join(errors))
@@ -140,7 +140,7 @@ def lab(rootfs_cache: Path, keypair: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def _ssh(lab: Lab, m: Machine, cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(m.ssh_argv(lab.key, cmd), capture_output=True, text=True, timeout=60)
+    return subprocess.run(m.ssh_argv(lab.key, cmd), capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_machines_booted_with_systemd(lab: Lab) -> None:
@@ -207,6 +207,7 @@ def test_ansible_service_mgr_is_systemd(lab: Lab, tmp_path: Path) -> None:
     r = subprocess.run(
         [str(ANSIBLE), "all", "-i", str(inv), "-o", "-m", "setup", "-a", "filter=ansible_service_mgr"],
         capture_output=True, text=True, env=env, timeout=180,
+        check=False,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     # one line per host: "<host> | SUCCESS => {...}"
@@ -271,6 +272,7 @@ def test_stop_after_controller_crash(lab: Lab) -> None:
         [sys.executable, "-c", code, str(REPO), name, ns, str(lab.cache), str(lab.state),
          str(lab.key.with_suffix(".pub"))],
         capture_output=True, text=True, timeout=120,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     nspawn_pid, leader_pid = map(int, r.stdout.split())

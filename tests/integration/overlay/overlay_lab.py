@@ -139,7 +139,7 @@ class OverlayLab:
 
     @staticmethod
     def lost(stream: subprocess.Popen[str], timeout: float) -> int:
-        out, _ = stream.communicate(timeout=timeout)
+        out, _unused = stream.communicate(timeout=timeout)
         match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         assert match, out
         return int(match.group(1)) - int(match.group(2))

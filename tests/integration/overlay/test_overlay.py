@@ -69,7 +69,7 @@ def test_a_joining_host_is_reachable_within_a_second_and_a_released_one_is_remov
     assert elapsed < 1.0 + 0.5 * len(overlay.containers), f"join took {elapsed:.2f}s"
 
     # release the new host's lease: its agent exits (lease taken away), peers drop it
-    key, _ = overlay.lease_of(host)
+    key, _unused = overlay.lease_of(host)
     subnet = key.replace("-", "/")
     lab.etcdctl("del", f"/coreos.com/network/subnets/{key}")
     assert overlay.agents[host].wait(15) != 0
@@ -127,7 +127,7 @@ def test_etcd_outage_loses_no_packets_and_a_join_afterwards_works(overlay):
 
 def test_drift_is_repaired_within_ten_seconds(overlay):
     lab = overlay.lab
-    peer_key, _ = overlay.lease_of("h2")
+    peer_key, _unused = overlay.lease_of("h2")
     subnet = peer_key.replace("-", "/")
     if overlay.kind in ("vxlan", "host-gw"):
         lab.run("h1", ["ip", "route", "del", subnet])

@@ -58,16 +58,16 @@ def machine_lab(tmp_path_factory):
     env = dict(os.environ, OFL_MACHINE_LAB_STATE=str(state), OFL_MACHINE_LAB_INVENTORY=str(inventory),
                OFL_MACHINE_LAB_PREFIX=PREFIX)
     lab = [sys.executable, "-m", "lab.machine_lab"]
-    subprocess.run([*lab, "down"], cwd=REPO, env=env, capture_output=True)  # leftovers of a killed run
+    subprocess.run([*lab, "down"], cwd=REPO, env=env, capture_output=True, check=False)  # leftovers of a killed run
     t0 = time.monotonic()
     up = subprocess.run([*lab, "up", "--machines", "3", "--etcd-members", "3"], cwd=REPO, env=env,
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, check=False)
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"\n[machine lab] up in {time.monotonic() - t0:.1f} s")
     try:
         yield {"inventory": inventory, "env": env, "lab": lab}
     finally:
-        down = subprocess.run([*lab, "down"], cwd=REPO, env=env, capture_output=True, text=True)
+        down = subprocess.run([*lab, "down"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert PREFIX not in left, f"namespaces left behind: {left}"
