@@ -205,14 +205,17 @@ def test_segment_wraps_seq_and_ip_id() -> None:
     mss = 1000
     pkt = make_tcp(os.urandom(mss * 3), seq=0xFFFFFF00, ip_id=0xFFFF)
     segs = check_segments(pkt, gso_hdr(pkt, mss), w.split_gso(gso_hdr(pkt, mss), pkt, 1, finish=True))
-    assert [fields(s)["seq"] for s in segs] == [0xFFFFFF00, (0xFFFFFF00 + 1000) & 0xFFFFFFFF, (0xFFFFFF00 + 2000) & 0xFFFFFFFF]
+    assert [fields(s)["seq"] for s in segs] == [0xFFFFFF00, 744, 1744]  # wrapped
     assert [fields(s)["id"] for s in segs] == [0xFFFF, 0, 1]
 
 
-def test_segment_keeps_ip_options() -> None:
+@pytest.mark.parametrize("ip_options", [bytes([1, 1, 1, 0]), bytes([1] * 19 + [0])])  # ihl 6, ihl 10
+@pytest.mark.parametrize("tcp_options", [b"", TS_OPTION, bytes([1] * 40)])  # 20..60-byte TCP headers
+def test_segment_keeps_ip_and_tcp_options(ip_options: bytes, tcp_options: bytes) -> None:
     mss = 500
-    pkt = make_tcp(os.urandom(1234), ip_options=bytes([1, 1, 1, 0]))  # NOPs + EOL: ihl 6
+    pkt = make_tcp(os.urandom(1234), ip_options=ip_options, options=tcp_options)
     check_segments(pkt, gso_hdr(pkt, mss), w.split_gso(gso_hdr(pkt, mss), pkt, 1, finish=True))
+    check_gso_pieces(pkt, gso_hdr(pkt, mss), w.split_for_datagrams(gso_hdr(pkt, mss), pkt, 1200), 1200)
 
 
 @settings(max_examples=150, deadline=None)
@@ -276,7 +279,7 @@ def check_gso_pieces(pkt: bytes, hdr: w.VnetHdr, pieces: list[w.Piece], limit: i
     assert all(len(o) <= limit for o in out)
     assert b"".join(o[hdr_len:] for o in out) == pkt[hdr_len:]
     segs_before = 0
-    for i, (piece, o) in enumerate(zip(pieces, out)):
+    for i, (piece, o) in enumerate(zip(pieces, out, strict=True)):
         f = fields(o)
         assert f["seq"] == (fields(pkt)["seq"] + segs_before * mss) & 0xFFFFFFFF
         if pkt[0] >> 4 == 4:
@@ -352,10 +355,20 @@ def test_net_unreachable_like_flannel() -> None:
     assert struct.unpack_from("!H", icmp, 2)[0] == len(icmp)
 
 
-def test_no_icmp_about_icmp_or_later_fragments() -> None:
-    pkt = bytearray(make_tcp(b"abc", partial=False))
-    pkt[9] = 1
-    assert w.net_unreachable(bytes(pkt), bytes(4)) is None
+def icmp_packet(icmp_type: int) -> bytes:
+    icmp = bytes([icmp_type, 0, 0, 0]) + bytes(12)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, SRC4, DST4))
+    struct.pack_into("!H", ip, 10, ref_checksum(bytes(ip)))
+    return bytes(ip) + icmp
+
+
+def test_icmp_queries_are_answered_icmp_errors_are_not() -> None:
+    assert w.net_unreachable(icmp_packet(8), bytes(4)) is not None  # echo request: ping learns why
+    for error_type in (3, 4, 5, 11, 12):
+        assert w.net_unreachable(icmp_packet(error_type), bytes(4)) is None  # RFC 1122 3.2.2
+
+
+def test_no_icmp_about_later_fragments() -> None:
     pkt = bytearray(make_tcp(b"abc", partial=False))
     struct.pack_into("!H", pkt, 6, 0x2000 | 10)  # MF + offset 80
     assert w.net_unreachable(bytes(pkt), bytes(4)) is None

@@ -49,7 +49,7 @@ RENEW_CHECK = 60.0  # seconds between looks at the lease's remaining TTL
 REWRITE_EVERY = 10.0  # at most this often do we write our data back into a rewritten lease
 log = logging.getLogger("flannel-agent")
 
-BackendFactory = Callable[[NetworkConfig, LocalHost], Backend]
+BackendFactory = Callable[..., Backend]  # (config, host, **backend options)
 
 
 class LeaseLost(FlannelError):
@@ -162,7 +162,9 @@ class Agent:
         underlay = self._find_underlay()
         log.info("underlay %s (mtu %d), public IP %s", underlay.iface, underlay.mtu, underlay.public_ip)
         host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu)
-        self.backend = self._backend_factory(self.config, host)
+        self.backend = self._backend_factory(self.config, host, **self._backend_options())
+        if hasattr(self.backend, "stats"):
+            self.health.stats = self.backend.stats
         setup = self.backend.setup(self.config, host)
         self.mtu = setup.mtu
         self.attrs = LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data)
@@ -187,6 +189,13 @@ class Agent:
         self.health.ready = True
         self.notifier.ready(self._status())
         log.info("ready: %s", self._status())
+
+    def _backend_options(self) -> dict[str, Any]:
+        if self.config.backend.type != "udp":
+            return {}
+        # The peer table lives next to the subnet file (/run: gone after a reboot, as it should).
+        state = os.path.join(os.path.dirname(os.path.abspath(self.opts.subnet_file)), "udp-peers.json")
+        return {"udp_fast_path": self.opts.udp_fast_path, "udp_state_file": state}
 
     def _until_ok(self, what: str, operation: Callable[[], Any], retry_on: tuple[type[Exception], ...]) -> Any:
         """Run operation until it succeeds, retrying with back-off (a log line each time)."""

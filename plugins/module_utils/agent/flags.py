@@ -58,6 +58,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("etcd-timeout", "float", 5.0, "seconds an etcd request may take", minimum=0.1),
     Flag("etcd-probe-interval", "float", 2.0, "seconds between etcd health probes", minimum=0.1),
     Flag("subnet-lease-ttl", "int", 24 * 3600, "TTL of the lease in seconds", minimum=10),
+    Flag("udp-fast-path", "bool", True,
+         "udp backend: carry GSO super-packets between our agents (false: flannel's per-packet format only)"),
     Flag("v", "int", 0, "log verbosity (0: info, 1 or more: debug)", minimum=0),
 )
 _BY_NAME = {flag.name: flag for flag in FLAGS}

@@ -1,11 +1,15 @@
-"""/healthz (the main loop is alive) and /readyz (start-up is done) over HTTP, in a thread."""
+"""/healthz (the main loop is alive), /readyz (start-up is done) and /stats (the backend's
+counters, where it keeps any: the udp forwarder) over HTTP, in a thread."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +20,7 @@ class Health:
     def __init__(self, stale_after: float = 30.0) -> None:
         self.stale_after = stale_after
         self.ready = False
+        self.stats: Callable[[], dict[str, Any]] | None = None  # the backend's counters, if it has any
         self._last_beat = time.monotonic()
 
     def beat(self) -> None:
@@ -52,6 +57,8 @@ def _handler_for(health: Health) -> type[BaseHTTPRequestHandler]:
                 self._answer(health.alive(), "flanneld is running", "not alive")
             elif self.path == "/readyz":
                 self._answer(health.ready and health.alive(), "ready", "not ready")
+            elif self.path == "/stats" and health.stats is not None:
+                self._reply(200, json.dumps(health.stats(), sort_keys=True), "application/json")
             else:
                 self._reply(404, "not found")
 
@@ -61,10 +68,10 @@ def _handler_for(health: Health) -> type[BaseHTTPRequestHandler]:
             else:
                 self._reply(503, bad)
 
-        def _reply(self, code: int, text: str) -> None:
+        def _reply(self, code: int, text: str, content_type: str = "text/plain") -> None:
             body = (text + "\n").encode()
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -14,7 +14,9 @@ loaded by setup(), so forwarding resumes before etcd has even been read again.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import socket
 from typing import Any
@@ -36,6 +38,7 @@ from ..netlink import (
 from ..tun import GSO_OFFLOADS, TunDevice, in_netns, open_tun
 from .base import BackendSetup, LocalHost
 from .udp_forwarder import Forwarder, PeerRoute
+from .udp_keeper import Keeper, take_over
 from .udp_wire import WIRE_VERSION
 
 TUN_NAME = "flannel0"
@@ -44,6 +47,7 @@ FAST_PATH_KEY = "Overlaynet"
 SOCKET_BUFFER = 8 * 1024 * 1024  # room for bursts of 64 KiB datagrams
 IP_MTU_DISCOVER = 10  # <linux/in.h>; not exported by the socket module
 IP_PMTUDISC_DONT = 0
+log = logging.getLogger(__name__)
 
 
 def fast_path_data() -> dict[str, Any]:
@@ -74,8 +78,12 @@ class UdpBackend:
         self._tun: TunDevice | None = None
         self._ifindex = 0
         self._sock: socket.socket | None = None
+        self._bound: tuple[str, int] | None = None
         self._forwarder: Forwarder | None = None
         self._routes: dict[str, PeerRoute] = {}
+        self._keeper = Keeper()  # holds flannel0's queue and the socket across agent restarts
+        self._kept: tuple[int, int] | None = None  # the (tun fd, socket fd) our keeper holds
+        self._took_over = False
 
     # --- Backend protocol --------------------------------------------------------------
 
@@ -90,12 +98,18 @@ class UdpBackend:
             )
         if not self._routes:
             self._routes = self._load_state()
+        if not self._took_over:
+            self._took_over = True
+            self._take_over_from_keeper()
         self._ensure_tun()
         self._ensure_socket()
         self._ensure_forwarder()
-        return BackendSetup("udp", fast_path_data() if self.gso else None, self.mtu)
+        # flannel's udp leases carry no BackendType; the fast path is advertised in BackendData.
+        return BackendSetup("", fast_path_data() if self.gso else None, self.mtu)
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
+        if not self.mtu:
+            self.setup()
         self.own_subnet = netaddr.IPNetwork(own_subnet)
         # a stale route for our own new subnet (e.g. from a lease we had as a peer) must go
         self._routes = {k: r for k, r in self._routes.items() if not self._is_own(r)}
@@ -125,6 +139,8 @@ class UdpBackend:
         if routes != self._routes:
             self._routes = routes
             self._push_routes()
+        if not self.mtu:
+            return  # setup() has not run: no device of ours to check yet
         self._ensure_tun()
         if self.own_subnet is not None:
             self._ensure_address_and_route()
@@ -132,16 +148,12 @@ class UdpBackend:
         self._ensure_forwarder()
 
     def close(self) -> None:
-        """Stop forwarding; flannel0 (persistent), its address and route stay for the next run."""
-        if self._forwarder is not None:
-            self._forwarder.stop()
-            self._forwarder = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._tun is not None:
-            self._tun.close()
-            self._tun = None
+        """Stop forwarding; flannel0 (persistent), its address and route stay for the next run,
+        and the keeper holds the queue and socket for the next agent to take over."""
+        self._keeper.release()
+        self._kept = None
+        self._detach_socket()
+        self._detach()
 
     # --- observability -------------------------------------------------------------------
 
@@ -179,7 +191,13 @@ class UdpBackend:
         try:
             with open(self.state_file, encoding="utf-8") as f:
                 doc = json.load(f)
-            return {key: PeerRoute(*value) for key, value in doc["peers"].items()}
+            routes = {key: PeerRoute(*value) for key, value in doc["peers"].items()}
+            for route in routes.values():
+                socket.inet_pton(socket.AF_INET, route.public_ip)
+                if not (isinstance(route.network, int) and isinstance(route.port, int) and 0 <= route.prefixlen <= 32
+                        and isinstance(route.fast, bool)):
+                    raise ValueError(route)
+            return routes
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}  # missing or unreadable: etcd will tell us again
 
@@ -202,8 +220,9 @@ class UdpBackend:
         """Attach flannel0 (creating it), and keep MTU and state right; re-create if deleted."""
         with open_ipr(self.host.netns) as ipr:
             index = link_index(ipr, self.tun_name)
-            if self._tun is not None and (index != self._ifindex or self._tun.closed):
-                self._detach()  # deleted (or replaced) under us
+            if self._tun is not None and self._ifindex and (index != self._ifindex or self._tun.closed):
+                log.warning("%s was deleted or replaced; re-creating it", self.tun_name)
+                self._detach()
             if self._tun is None:
                 self._tun = open_tun(self.tun_name, vnet_hdr=self.gso, offloads=GSO_OFFLOADS, netns=self.host.netns)
                 index = link_index(ipr, self.tun_name)
@@ -215,7 +234,41 @@ class UdpBackend:
                 ensure_link_attrs(ipr, link, mtu=self.mtu)
                 ensure_link_up(ipr, link)
 
+    def _take_over_from_keeper(self) -> None:
+        """Adopt the queue and socket the previous agent's keeper holds, if they still fit."""
+        port = self.config.backend.port
+        with in_netns(self.host.netns):
+            got = take_over(self.tun_name, port)
+        if got is None:
+            return
+        tun_fd, sock_fd, meta = got
+        if meta.get("vnet_hdr") != self.gso or meta.get("bound") != [self.host.public_ip, port]:
+            os.close(tun_fd)  # another mode or address: start afresh
+            os.close(sock_fd)
+            return
+        offloads = GSO_OFFLOADS if self.gso else 0
+        self._tun = TunDevice(self.tun_name, tun_fd, self.gso, offloads, io.FileIO(tun_fd, "r+b", closefd=True))
+        self._ifindex = 0  # learnt by _ensure_tun
+        self._sock = socket.socket(fileno=sock_fd)
+        self._bound = (self.host.public_ip, port)
+        log.info("took over %s and UDP %s:%d from the previous agent: no packet lost in between",
+                 self.tun_name, self.host.public_ip, port)
+
+    def _ensure_keeper(self) -> None:
+        if self._tun is None or self._sock is None or self._tun.closed:
+            return
+        current = (self._tun.fd, self._sock.fileno())
+        if current == self._kept:
+            return
+        port = self.config.backend.port
+        with in_netns(self.host.netns):  # the keeper's abstract socket lives in our namespace
+            self._keeper.start(*current, self.tun_name, port, {"vnet_hdr": self.gso,
+                                                               "bound": [self.host.public_ip, port]})
+        self._kept = current
+
     def _detach(self) -> None:
+        self._keeper.stop()  # it would hold a stale queue
+        self._kept = None
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None
@@ -225,16 +278,19 @@ class UdpBackend:
 
     def _ensure_address_and_route(self) -> None:
         """flannel0 = <own network>/32 (its only IPv4 address); the Network routed via flannel0."""
-        assert self.own_subnet is not None
+        if self.own_subnet is None:
+            return  # not activated yet: there is no address to give
         address = netaddr.IPNetwork(f"{self.own_subnet.network}/32")
         with open_ipr(self.host.netns) as ipr:
             ensure_only_ipv4_address(ipr, self._ifindex, self.tun_name, address)
             ensure_route(ipr, Route(self.config.network.cidr, None, self._ifindex))
 
     def _ensure_socket(self) -> None:
-        if self._sock is not None and self._sock.fileno() >= 0:
-            return
         port = self.config.backend.port
+        if self._sock is not None and self._sock.fileno() >= 0:
+            if self._bound == (self.host.public_ip, port):
+                return
+            self._detach_socket()  # the public IP or the configured port changed
         with in_netns(self.host.netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -255,9 +311,17 @@ class UdpBackend:
                 "agent running, or is the public IP not on this host?"
             ) from None
         self._sock = sock
-        if self._forwarder is not None:  # a new socket needs new threads
+        self._bound = (self.host.public_ip, port)
+
+    def _detach_socket(self) -> None:
+        self._keeper.stop()
+        self._kept = None
+        if self._forwarder is not None:  # its threads use the socket
             self._forwarder.stop()
             self._forwarder = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def _ensure_forwarder(self) -> None:
         if self._tun is None or self._sock is None:
@@ -267,13 +331,14 @@ class UdpBackend:
             self._forwarder.stop()
             self._forwarder = None
             if errors:  # a thread died on an error: get a fresh attachment and socket
-                self._tun.close()
-                self._tun = None
-                self._sock.close()
-                self._sock = None
+                log.warning("udp forwarder stopped (%s); restarting it",
+                            "; ".join(f"{k}: {v}" for k, v in errors.items()))
+                self._detach()
+                self._detach_socket()
                 self._ensure_tun()
                 self._ensure_socket()
         if self._forwarder is None:
             self._forwarder = Forwarder(self._tun, self._sock)
             self._forwarder.set_routes(self._routes.values())
         self._forwarder.start()
+        self._ensure_keeper()

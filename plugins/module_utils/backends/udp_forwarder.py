@@ -45,7 +45,9 @@ _F = wire.FAST_HDR_LEN
 
 TX_COUNTERS = ("tun_reads", "tun_read_bytes", "max_read", "tx_no_route", "tx_not_ipv4", "tx_icmp",
                "tx_split", "tx_segmented", "tx_segments", "tx_send_errors", "tx_bad_packets")
-RX_COUNTERS = ("rx_datagrams", "rx_dropped_nonpeer", "rx_malformed", "rx_converted", "tun_write_errors")
+PEER_COUNTERS = ("tx_fast", "tx_fast_bytes", "tx_plain", "tx_plain_bytes",
+                 "rx_fast", "rx_fast_bytes", "rx_plain", "rx_plain_bytes")
+RX_COUNTERS = ("rx_datagrams", "dropped_not_peer", "rx_malformed", "rx_converted", "tun_write_errors")
 
 
 class PeerRoute(NamedTuple):
@@ -137,16 +139,20 @@ class Forwarder:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def stats(self) -> dict[str, Any]:
-        peers: dict[str, dict[str, int]] = {}
+        """Counters; per peer (by PublicIP) the datagrams each way in each format, and the
+        format we send it ("gso": our fast path, "flannel": one packet per datagram, None:
+        no longer a peer)."""
+        peers: dict[str, dict[str, Any]] = {}
+
+        def entry(ip: str) -> dict[str, Any]:
+            return peers.setdefault(ip, {**dict.fromkeys(PEER_COUNTERS, 0), "format": None})
+
         for ip, c in dict(self.tx_peers).items():
-            peers.setdefault(ip, {}).update(tx_fast=c[0], tx_fast_bytes=c[1], tx_plain=c[2], tx_plain_bytes=c[3])
+            entry(ip).update(zip(PEER_COUNTERS[:4], c, strict=True))
         for key, c in dict(self.rx_peers).items():
-            peers.setdefault(key_addr(key), {}).update(rx_fast=c[0], rx_fast_bytes=c[1], rx_plain=c[2],
-                                                       rx_plain_bytes=c[3])
-        for counts in peers.values():
-            for name in ("tx_fast", "tx_fast_bytes", "tx_plain", "tx_plain_bytes",
-                         "rx_fast", "rx_fast_bytes", "rx_plain", "rx_plain_bytes"):
-                counts.setdefault(name, 0)
+            entry(key_addr(key)).update(zip(PEER_COUNTERS[4:], c, strict=True))
+        for route in self.routes:
+            entry(route.public_ip)["format"] = "gso" if route.fast and self.tun.vnet_hdr else "flannel"
         return {
             "vnet_hdr": self.tun.vnet_hdr,
             "alive": self.alive(),
@@ -330,7 +336,7 @@ class Forwarder:
             for i in range(count):
                 src = sources[src_index[i]]
                 if src not in allowed:
-                    counters["rx_dropped_nonpeer"] += 1
+                    counters["dropped_not_peer"] += 1
                     continue
                 n = lengths[len_index[i]]
                 o = i * SLOT + room

@@ -50,6 +50,7 @@ KIND_BAD = 2
 _PROTO_TCP = 6
 _PROTO_UDP = 17
 _PROTO_ICMP = 1
+_ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))  # unreachable, source quench, redirect, time exceeded, parameter
 _TCP_FIN = 0x01
 _TCP_PSH = 0x08
 _TCP_CWR = 0x80
@@ -103,7 +104,17 @@ def word_sum(data: bytes | bytearray | memoryview) -> int:
     value = int.from_bytes(data, "big")
     if len(data) & 1:
         value <<= 8
+    if len(data) > 512:
+        # hi * 2**k + lo == hi + lo (mod 0xFFFF) for k a multiple of 16: halve before dividing
+        k = (len(data) * 4) & ~15
+        mask = _MASKS.get(k)
+        if mask is None:
+            mask = _MASKS[k] = (1 << k) - 1
+        value = (value >> k) + (value & mask)
     return value % 0xFFFF
+
+
+_MASKS: dict[int, int] = {}
 
 
 def fold(total: int) -> int:
@@ -216,15 +227,25 @@ def split_gso(vnet: VnetHdr, pkt: bytes | bytearray | memoryview, segs_per_piece
     if mss <= 0 or segs_per_piece <= 0:
         raise WireError("gso_size and segs_per_piece must be positive")
     l4, hdr_len, total = _tcp_layout(pkt)
-    is_v4 = pkt[0] >> 4 == 4
-    ip_head = bytes(pkt[:l4])
-    tcp_head = bytearray(pkt[l4:hdr_len])
-    tcp_head[16:18] = b"\x00\x00"
-    seq0 = _U32.unpack_from(tcp_head, 4)[0]
-    flags0 = tcp_head[13]
-    ip_id0 = _U16.unpack_from(ip_head, 4)[0] if is_v4 else 0
-    addr_sum = int.from_bytes(ip_head[12:20], "big") if is_v4 else int.from_bytes(ip_head[8:40], "big")
+    ip_head, tcp_head = bytes(pkt[:l4]), bytes(pkt[l4:hdr_len])
     thl = hdr_len - l4
+    is_v4 = ip_head[0] >> 4 == 4
+    # This runs once per MTU-sized segment for flannel-format peers, so the constant parts of
+    # both checksums are summed once and each segment only adds the words that change.
+    head = _head_struct(is_v4, l4, thl)
+    if is_v4:
+        ip_id0 = _U16.unpack_from(ip_head, 4)[0]
+        ip_fixed = word_sum(ip_head[:2] + ip_head[6:10] + ip_head[12:])  # all but length, id, checksum
+        pseudo_fixed = int.from_bytes(ip_head[12:20], "big") + _PROTO_TCP
+        ip_parts = (ip_head[:2], ip_head[6:10], ip_head[12:])
+    else:
+        ip_id0 = ip_fixed = 0
+        pseudo_fixed = int.from_bytes(ip_head[8:40], "big") + _PROTO_TCP
+        ip_parts = (ip_head[:4], ip_head[6:])
+    seq0 = _U32.unpack_from(tcp_head, 4)[0]
+    doff, flags0 = tcp_head[12], tcp_head[13]
+    tcp_parts = (tcp_head[:4], tcp_head[8:12], tcp_head[14:16], tcp_head[18:])
+    tcp_fixed = word_sum(b"".join(tcp_parts))  # all but seq, offset/flags and checksum
     step = mss * segs_per_piece
     pieces: list[Piece] = []
     offset = hdr_len
@@ -232,36 +253,47 @@ def split_gso(vnet: VnetHdr, pkt: bytes | bytearray | memoryview, segs_per_piece
     while offset < total or not pieces:
         end = min(total, offset + step)
         size = end - offset
-        last = end >= total
-        ip = bytearray(ip_head)
-        if is_v4:
-            _U16.pack_into(ip, 2, l4 + thl + size)
-            _U16.pack_into(ip, 4, (ip_id0 + seg_index) & 0xFFFF)
-            ip[10:12] = b"\x00\x00"
-            _U16.pack_into(ip, 10, checksum(word_sum(ip)))
-        else:
-            _U16.pack_into(ip, 4, thl + size)
-        tcp = bytearray(tcp_head)
-        _U32.pack_into(tcp, 4, (seq0 + seg_index * mss) & 0xFFFFFFFF)
+        seq = (seq0 + seg_index * mss) & 0xFFFFFFFF
         flags = flags0
-        if not last:
+        if end < total:
             flags &= ~(_TCP_FIN | _TCP_PSH)
         if seg_index:
             flags &= ~_TCP_CWR
-        tcp[13] = flags
-        pseudo = addr_sum + _PROTO_TCP + thl + size
+        l4_len = thl + size
         if finish:
-            _U16.pack_into(tcp, 16, checksum(pseudo + word_sum(tcp) + word_sum(pkt[offset:end])))
-            hdr = VnetHdr()
+            tcp_sum = (pseudo_fixed + l4_len + tcp_fixed + (seq >> 16) + (seq & 0xFFFF) + (doff << 8 | flags)
+                       + word_sum(pkt[offset:end]))
+            tcp_check = 0xFFFF - fold(tcp_sum)
+            hdr = _EMPTY
         else:
-            _U16.pack_into(tcp, 16, fold(pseudo))
+            tcp_check = fold(pseudo_fixed + l4_len)
             gso = size > mss
-            hdr = VnetHdr(F_NEEDS_CSUM, vnet.gso_type if gso else GSO_NONE, hdr_len,
-                          mss if gso else 0, l4, 16)
-        pieces.append(Piece(hdr, bytes(ip + tcp), offset, end))
+            hdr = VnetHdr(F_NEEDS_CSUM, vnet.gso_type if gso else GSO_NONE, hdr_len, mss if gso else 0, l4, 16)
+        if is_v4:
+            ip_len, ip_id = l4 + l4_len, (ip_id0 + seg_index) & 0xFFFF
+            ip_check = 0xFFFF - fold(ip_fixed + ip_len + ip_id)
+            data = head.pack(ip_parts[0], ip_len, ip_id, ip_parts[1], ip_check, ip_parts[2],
+                             tcp_parts[0], seq, tcp_parts[1], doff, flags, tcp_parts[2], tcp_check, tcp_parts[3])
+        else:
+            data = head.pack(ip_parts[0], l4_len, ip_parts[1],
+                             tcp_parts[0], seq, tcp_parts[1], doff, flags, tcp_parts[2], tcp_check, tcp_parts[3])
+        pieces.append(Piece(hdr, data, offset, end))
         seg_index += segs_per_piece
         offset = end
     return pieces
+
+
+_HEAD_STRUCTS: dict[tuple[bool, int, int], struct.Struct] = {}
+_EMPTY = VnetHdr()
+
+
+def _head_struct(is_v4: bool, l4: int, thl: int) -> struct.Struct:
+    """IP + TCP header with the per-segment fields (lengths, id, checksums, seq, flags) unpacked."""
+    found = _HEAD_STRUCTS.get((is_v4, l4, thl))
+    if found is None:
+        ip = f"2sHH4sH{l4 - 12}s" if is_v4 else "4sH34s"
+        found = _HEAD_STRUCTS[(is_v4, l4, thl)] = struct.Struct(f"!{ip}4sI4sBB2sH{thl - 18}s")
+    return found
 
 
 def split_for_datagrams(vnet: VnetHdr, pkt: bytes | bytearray | memoryview,
@@ -271,7 +303,7 @@ def split_for_datagrams(vnet: VnetHdr, pkt: bytes | bytearray | memoryview,
         raise WireError("packet fits; no split needed")
     if vnet.gso_type == GSO_NONE or vnet.gso_size <= 0:
         raise WireError(f"a {len(pkt)}-byte packet without GSO cannot be split")
-    _, hdr_len, total = _tcp_layout(pkt)
+    hdr_len, total = _tcp_layout(pkt)[1:]
     mss = vnet.gso_size
     nsegs = -(-(total - hdr_len) // mss)
     per_max = (limit - hdr_len) // mss
@@ -300,12 +332,16 @@ def plain_packets(vnet: VnetHdr, pkt: bytearray | memoryview) -> list[Piece] | N
 def net_unreachable(pkt: bytes | bytearray | memoryview, src: bytes) -> bytes | None:
     """ICMP "network unreachable" for IPv4 packet pkt, from src (4 bytes), as flannel answers.
 
-    None where RFC 792/1122 say not to answer: ICMP packets, non-first fragments.
+    None where RFC 1122 says not to answer: ICMP error messages, non-first fragments.
+    (flanneld stays silent about every ICMP packet, so a ping to a host-less subnet just
+    times out there; we answer queries such as echo requests.)
     """
     if len(pkt) < 20 or pkt[0] >> 4 != 4:
         return None
     ihl = (pkt[0] & 0x0F) * 4
-    if ihl < 20 or len(pkt) < ihl or pkt[9] == _PROTO_ICMP:
+    if ihl < 20 or len(pkt) < ihl:
+        return None
+    if pkt[9] == _PROTO_ICMP and (len(pkt) <= ihl or pkt[ihl] in _ICMP_ERRORS):
         return None
     if _U16.unpack_from(pkt, 6)[0] & 0x1FFF:
         return None

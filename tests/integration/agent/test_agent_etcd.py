@@ -483,7 +483,9 @@ def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backen
     assert a1.subnet_env()["FLANNEL_MTU"] == mtu
     leases = lab.leases(prefix)
     assert {lease["PublicIP"] for lease in leases.values()} == {h1.address, h2.address}
-    assert all(lease["BackendType"] == backend for lease in leases.values())
+    # flannel's udp leases carry no BackendType (ours advertise the fast path in BackendData)
+    expected_type = None if backend == "udp" else backend
+    assert all(lease.get("BackendType") == expected_type for lease in leases.values())
     # The device of each host carries the lease's network address (.0/32): ping across.
     far = own_key(a2).split("-", maxsplit=1)[0]
 

@@ -22,6 +22,26 @@ from lab import Lab
 REPO = Path(__file__).resolve().parents[3]
 AGENT = REPO / "bin" / "flannel-agent"
 PREFIX = "/coreos.com/network"
+HEALTHZ_PORT = 9471
+# Sends `count` datagrams holding an ICMP echo request (flannel's udp format: a bare IP
+# packet) from this namespace to the udp port of a host; argv: src dst host port count.
+_ECHO_SENDER = """
+import socket, struct, sys
+src, dst, host, port, count = sys.argv[1:6]
+def csum(data):
+    data += b"\\0" * (len(data) % 2)
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4F4C, 1) + b"stranger"
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                   socket.inet_aton(src), socket.inet_aton(dst))
+head = head[:10] + struct.pack("!H", csum(head)) + head[12:]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _i in range(int(count)):
+    sock.sendto(head + icmp, (host, int(port)))
+"""
 
 
 def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition") -> float:
@@ -67,7 +87,8 @@ class OverlayLab:
         started_at = env_file.stat().st_mtime if env_file.exists() else 0.0
         log = open(self.logs / f"agent-{host}.log", "ab")  # noqa: SIM115 - closed with the process
         argv = [sys.executable, str(AGENT), f"--etcd-endpoints={','.join(self.lab.etcd_endpoints)}",
-                "--iface=eth0", "--reconcile-interval=1", "--etcd-probe-interval=1", *extra]
+                "--iface=eth0", "--reconcile-interval=1", "--etcd-probe-interval=1",
+                f"--healthz-port={HEALTHZ_PORT}", *extra]
         proc = self.lab.popen(host, argv, stdout=log, stderr=log)
         self.agents[host] = proc
         wait_for(lambda: env_file.exists() and env_file.stat().st_mtime >= started_at and proc.poll() is None,
@@ -151,3 +172,22 @@ class OverlayLab:
 
     def routes_to(self, host: str, subnet: str) -> str:
         return self.ip(host, "-4", "route", "show", subnet)
+
+    # --- the udp backend -----------------------------------------------------------------
+
+    def udp_stats(self, host: str) -> dict:
+        """The udp forwarder's counters, from the agent's /stats endpoint."""
+        code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}/stats').read().decode())"
+        out = self.lab.run(host, [sys.executable, "-c", code], capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def in_echos(self, container: str) -> int:
+        """ICMP echo requests the container's stack has received (/proc/net/snmp)."""
+        lines = [line.split() for line in self.lab.run(container, ["cat", "/proc/net/snmp"], capture_output=True,
+                                                          text=True).stdout.splitlines() if line.startswith("Icmp:")]
+        return int(lines[1][lines[0].index("InEchos")])
+
+    def send_stranger_echoes(self, stranger: str, src: str, dst: str, host_ip: str, count: int = 5) -> None:
+        self.lab.run(stranger, [sys.executable, "-c", _ECHO_SENDER, src, dst, host_ip, "8285", str(count)],
+                     netns_only=True)
+
