@@ -48,8 +48,7 @@ build/sanity-tree: venv
 sanity: build/sanity-tree
 	mkdir -p $$HOME/.ansible/test/cache
 	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_24_2.py
-	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 \
-		--skip-test shebang --color no
+	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 --color no
 
 lint: ruff ansible-lint sanity
 

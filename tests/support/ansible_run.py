@@ -30,7 +30,7 @@ def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | Non
            "-e", json.dumps(extra_vars), str(playbook)]
     if netns:
         cmd = ["ip", "netns", "exec", netns] + cmd
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         output = f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
         raise AssertionError(f"{playbook.name} failed (rc={proc.returncode}):\n{output}")

@@ -184,7 +184,7 @@ def test_allocate_until_full(case, seed):
     rand = random.Random(seed)
     everything = reference_free(case, [], limit=10**6)
     taken: list[netaddr.IPNetwork] = []
-    for _ in everything:
+    for _unused in everything:
         pick = pick_subnet(rng, taken, rand)
         _assert_valid_pick(case, taken, pick)
         taken.append(pick)
@@ -204,7 +204,7 @@ def test_allocate_whole_16_past_the_first_hundred():
     for n in range(255):
         pick = pick_subnet(rng, taken, rand)
         # the first 100 free subnets are the lowest ones not yet taken
-        lowest_free = sorted({i for i in range(1, 256)} - {int(t.ip) >> 8 & 0xFF for t in taken})[:100]
+        lowest_free = sorted(set(range(1, 256)) - {int(t.ip) >> 8 & 0xFF for t in taken})[:100]
         assert (int(pick.ip) >> 8 & 0xFF) in lowest_free, n
         taken.append(pick)
     assert sorted(int(t.ip) >> 8 & 0xFF for t in taken) == list(range(1, 256))

@@ -92,7 +92,7 @@ def _parse(text: str) -> dict[str, list[str]]:
     """name -> the words of its value (what a shell or systemd's EnvironmentFile would split)."""
     out = {}
     for line in text.splitlines():
-        name, _, value = line.partition("=")
+        name, _unused, value = line.partition("=")
         assert value.startswith('"') and value.endswith('"'), line
         out[name] = value[1:-1].split()
     return out
@@ -151,12 +151,12 @@ def test_merge_without_a_file(existing):
 
 
 def test_merge_types_are_json_types():
-    _, text = merge_daemon_json(None, _opts(False), "/etc/docker/daemon.json")
+    _unused, text = merge_daemon_json(None, _opts(False), "/etc/docker/daemon.json")
     assert '"mtu": 1450' in text and '"ip-masq": true' in text and '"bip": "10.5.72.1/24"' in text
 
 
 def test_merge_is_idempotent():
-    _, first = merge_daemon_json('{"debug": true}', _opts(), "/x/daemon.json")
+    _unused, first = merge_daemon_json('{"debug": true}', _opts(), "/x/daemon.json")
     doc, second = merge_daemon_json(first, _opts(), "/x/daemon.json")
     assert second == first
     assert doc == {"debug": True, "bip": SUBNET, "mtu": MTU, "ip-masq": True}

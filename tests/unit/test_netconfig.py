@@ -167,7 +167,7 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("doc", "needles"), INVALID, ids=[json.dumps(d)[:70] for d, _ in INVALID])
+@pytest.mark.parametrize(("doc", "needles"), INVALID, ids=[json.dumps(d)[:70] for d, _unused in INVALID])
 def test_invalid_config_names_the_value(doc, needles):
     message = _config_error(doc)
     for needle in needles:
@@ -510,9 +510,9 @@ def test_ipv6_only_defaults():
     assert effective["EnableIPv4"] is False and effective["EnableIPv6"] is True
     assert "Network" not in effective and "SubnetLen" not in effective
     with pytest.raises(ConfigError, match="EnableIPv4"):
-        _ = cfg.network
+        _unused = cfg.network
     with pytest.raises(ConfigError, match="EnableIPv4"):
-        _ = cfg.network_range
+        _unused = cfg.network_range
 
 
 def test_dual_stack():

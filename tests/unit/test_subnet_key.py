@@ -61,7 +61,7 @@ def test_dual_stack_round_trip(net4, net6):
     key = encode_subnet_key(net4, net6)
     v4_part, sep, v6_part = key.partition("&")
     assert sep == "&" and CANONICAL_V4.fullmatch(v4_part)
-    addr6, _, len6 = v6_part.rpartition("-")
+    addr6, _unused, len6 = v6_part.rpartition("-")
     assert netaddr.IPAddress(addr6, version=6) == net6.network and int(len6) == net6.prefixlen
     subnet, subnet6 = decode_subnet_key(key)
     assert (int(subnet.ip), subnet.prefixlen) == (int(net4.network), net4.prefixlen)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the agent bundle on the controller: a reproducible tar of
 
     VERSION

@@ -306,7 +306,7 @@ def test_stop_leaves_nothing(lab: Lab) -> None:
         assert sh("ip", "netns", "pids", m.netns_name).stdout.split() == []
     assert not _mounts_below(lab.state)
     assert all(not Path(f"/proc/{p}").exists() for p in pids if p), pids
-    assert not [p for p in Path("/run/systemd/nspawn/propagate").glob("oflm*")]
+    assert not list(Path("/run/systemd/nspawn/propagate").glob("oflm*"))
     lab.teardown()
     names = sh("ip", "netns", "list").stdout
     assert all(ns not in names for ns in lab.ns.values())

@@ -183,11 +183,10 @@ class OverlayLab:
 
     def in_echos(self, container: str) -> int:
         """ICMP echo requests the container's stack has received (/proc/net/snmp)."""
-        lines = [line.split() for line in self.lab.run(container, ["cat", "/proc/net/snmp"], capture_output=True,
-                                                          text=True).stdout.splitlines() if line.startswith("Icmp:")]
+        snmp = self.lab.run(container, ["cat", "/proc/net/snmp"], capture_output=True, text=True).stdout
+        lines = [line.split() for line in snmp.splitlines() if line.startswith("Icmp:")]
         return int(lines[1][lines[0].index("InEchos")])
 
     def send_stranger_echoes(self, stranger: str, src: str, dst: str, host_ip: str, count: int = 5) -> None:
         self.lab.run(stranger, [sys.executable, "-c", _ECHO_SENDER, src, dst, host_ip, "8285", str(count)],
                      netns_only=True)
-

@@ -139,7 +139,7 @@ def test_full_network_is_a_clear_error(etcd_server, etcd_prefix):
 
 def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    _, revision, _ = store.list_leases()
+    _unused, revision, _unused = store.list_leases()
     responses, cancel = store.watch(revision + 1)
     seen = []
 
@@ -172,7 +172,7 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     try:
         store = make_store(server, etcd_prefix)
         store.acquire(attrs("192.168.81.11"), ttl=600)
-        _, revision, _ = store.list_leases()
+        _unused, revision, _unused = store.list_leases()
         store.release("192.168.81.11")
         server.etcdctl("compact", str(revision + 1))
         batches, cancel = store.watch(revision)
@@ -184,7 +184,7 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
 
         def drain() -> None:
             try:
-                for _ in batches:
+                for _unused in batches:
                     pass
             except BaseException as exc:  # noqa: BLE001 - handed to the test thread
                 outcome.append(exc)
