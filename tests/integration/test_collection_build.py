@@ -22,8 +22,9 @@ def test_build_install_and_run_from_the_installed_collection(tmp_path, etcd_serv
     top = {line.split("/")[0] for line in listing.splitlines()}
     assert not top & {"lab", ".venv", "build", ".ci", "bench"}
     installed = tmp_path / "collections"
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed), str(tarball)],
-                   check=True, capture_output=True, text=True)
+    # --force: an earlier molecule run may have installed a copy in ~/.ansible/collections
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed),
+                    str(tarball)], check=True, capture_output=True, text=True)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed), ANSIBLE_NOCOLOR="1")
     doc = subprocess.run([str(BIN / "ansible-doc"), "overlaynet.flannel.etcd_network_config"],
                          check=True, capture_output=True, text=True, env=env).stdout

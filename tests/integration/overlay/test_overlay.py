@@ -144,9 +144,8 @@ def test_drift_is_repaired_within_ten_seconds(overlay):
     wait_for(lambda: overlay.ping("c1", overlay.containers["c2"]), 10, interval=0.2, what="traffic after repair")
 
 
+@pytest.mark.parametrize("overlay", ["udp"], indirect=True)
 def test_udp_speaks_flannels_format_to_upstream_peers_and_drops_strangers(overlay):
-    if overlay.kind != "udp":
-        pytest.skip("udp backend only")
     lab = overlay.lab
     # h3 behaves like upstream flanneld: plain TUN, no fast-path advertisement in its lease.
     overlay.kill_agent("h3", signal.SIGTERM)
