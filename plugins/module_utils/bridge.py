@@ -2,57 +2,40 @@
 
 from __future__ import annotations
 
+from . import netlink as nl
 from .deps import netaddr
 from .errors import HostNetworkError
-from .hostnet import _ipr
 
 
-def ensure_bridge_address(bridge: str, address: netaddr.IPNetwork, mtu: int | None = None,
-                          dry_run: bool = False) -> bool:
+def ensure_bridge_address(bridge: str, address: netaddr.IPNetwork, dry_run: bool = False) -> bool:
     """Make `bridge` exist, be up and carry exactly `address` as its IPv4 address.
 
     Other IPv4 addresses (docker's default 172.17.0.1/16, an old lease) are removed so that
-    the bridge does not route two subnets. Returns whether anything changed."""
-    changed = False
-    with _ipr() as ipr:
-        found = ipr.link_lookup(ifname=bridge)
-        if not found:
-            changed = True
+    the bridge does not route two subnets. Returns whether anything changed (or would)."""
+    with nl.open_ipr() as ipr:
+        index = nl.link_index(ipr, bridge)
+        if index is None:
             if dry_run:
                 return True
-            ipr.link("add", ifname=bridge, kind="bridge")
-            found = ipr.link_lookup(ifname=bridge)
-        index = found[0]
-        link = ipr.get_links(index)[0]
-        kind = (link.get(("IFLA_LINKINFO", "IFLA_INFO_KIND")) or "")
+            nl.call(f"creating bridge {bridge}", ipr.link, "add", ifname=bridge, kind="bridge")
+            index = nl.link_index(ipr, bridge)
+        link = nl.get_link(ipr, index)
+        kind = nl.link_kind(link)
         if kind and kind != "bridge":
             raise HostNetworkError(f"{bridge} exists but is a {kind} device, not a bridge; remove it or pick another")
-        current = [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=2, index=index)]
-        wanted = (str(address.ip), address.prefixlen)
-        for addr, plen in current:
-            if (addr, plen) != wanted:
-                changed = True
-                if not dry_run:
-                    ipr.addr("del", index=index, address=addr, prefixlen=plen)
-        if wanted not in current:
-            changed = True
-            if not dry_run:
-                ipr.addr("add", index=index, address=wanted[0], prefixlen=wanted[1])
-        if mtu is not None and int(link.get("mtu")) != mtu:
-            changed = True
-            if not dry_run:
-                ipr.link("set", index=index, mtu=mtu)
-        if not link["flags"] & 1:  # IFF_UP
-            changed = True
-            if not dry_run:
-                ipr.link("set", index=index, state="up")
-    return changed
+        if dry_run:
+            return _pairs(nl.ipv4_addresses(ipr, index)) != _pairs([address]) or not link["flags"] & nl.IFF_UP
+        changed = nl.ensure_only_ipv4_address(ipr, index, bridge, address)
+        return nl.ensure_link_up(ipr, link) or changed
 
 
 def bridge_ipv4(bridge: str) -> list[tuple[str, int]] | None:
     """The bridge's IPv4 addresses as (address, prefix length); None when it does not exist."""
-    with _ipr() as ipr:
-        found = ipr.link_lookup(ifname=bridge)
-        if not found:
-            return None
-        return [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=2, index=found[0])]
+    with nl.open_ipr() as ipr:
+        index = nl.link_index(ipr, bridge)
+        return None if index is None else _pairs(nl.ipv4_addresses(ipr, index))
+
+
+def _pairs(nets: list[netaddr.IPNetwork]) -> list[tuple[str, int]]:
+    # netaddr compares networks by range: 10.5.72.1/24 == 10.5.72.2/24. Addresses are not.
+    return [(str(net.ip), net.prefixlen) for net in nets]

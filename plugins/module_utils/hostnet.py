@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .deps import MISSING, pyroute2
 from .errors import HostNetworkError
+from .netlink import open_ipr
 
 
 @dataclass(frozen=True)
@@ -17,16 +17,10 @@ class Underlay:
     public_ip: str
 
 
-def _ipr() -> Any:
-    if pyroute2 is None:
-        raise HostNetworkError(f"the pyroute2 package is missing ({MISSING['pyroute2']}); pip install pyroute2")
-    return pyroute2.IPRoute()
-
-
 def find_underlay(iface: str | None = None, public_ip: str | None = None) -> Underlay:
     """The interface to use (iface, else the one holding public_ip, else the default route's)
     and the public IP (given, else the interface's first IPv4 address)."""
-    with _ipr() as ipr:
+    with open_ipr() as ipr:
         if iface:
             found = ipr.link_lookup(ifname=iface)
             if not found:
