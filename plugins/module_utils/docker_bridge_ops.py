@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from .bridge import bridge_ipv4, ensure_bridge_address
 from .deps import netaddr
 from .docker_options import DockerBridgeOptions, merge_daemon_json, render_docker_opts
 from .errors import HostNetworkError
-from .subnet_env import read_subnet_env, write_file_atomic
+from .subnet_env import read_subnet_env, read_text, write_file_atomic
 
 
 @dataclass
@@ -61,12 +60,12 @@ def ensure_docker_bridge(opts: DockerBridgeOptions, *, bridge: str, daemon_json:
                          docker_opts_ip_masq: bool, configure_bridge: bool, dry_run: bool) -> BridgeOutcome:
     outcome = BridgeOutcome(opts.bip, opts.mtu, opts.docker_ip_masq)
     if daemon_json:
-        before = _read(daemon_json)
+        before = read_text(daemon_json)
         text = merge_daemon_json(before, opts, daemon_json)[1]
         outcome.files.append(FileChange(daemon_json, before, text))
     if docker_opts_file:
         text = render_docker_opts(opts, docker_opts_key, docker_opts_mode, docker_opts_ip_masq)
-        outcome.files.append(FileChange(docker_opts_file, _read(docker_opts_file), text))
+        outcome.files.append(FileChange(docker_opts_file, read_text(docker_opts_file), text))
     for change in outcome.files:
         if change.changed and not dry_run:
             write_file_atomic(change.path, change.after)
@@ -80,10 +79,3 @@ def ensure_docker_bridge(opts: DockerBridgeOptions, *, bridge: str, daemon_json:
     outcome.restart_required = files_changed or (live is not None and live != [(str(bip.ip), bip.prefixlen)])
     outcome.changed = files_changed or outcome.bridge_changed
     return outcome
-
-
-def _read(path: str) -> str | None:
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()

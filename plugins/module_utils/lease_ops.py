@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from .deps import netaddr
@@ -11,7 +10,7 @@ from .hostnet import find_underlay
 from .lease import LeaseAttrs
 from .lease_store import DEFAULT_TTL, LeaseStore
 from .netconfig import NetworkConfig
-from .subnet_env import SubnetEnv, read_subnet_env, write_subnet_env
+from .subnet_env import SubnetEnv, parse_subnet_env, read_text, write_subnet_env
 from .vtep_mac import vtep_mac
 
 # Bytes each backend's encapsulation takes from the underlay MTU (flannel's numbers).
@@ -64,7 +63,13 @@ def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface:
 
     config = store.get_config()
     underlay = find_underlay(iface, public_ip)
-    previous_env = read_subnet_env(subnet_file) if subnet_file else None
+    before = None
+    if subnet_file:
+        try:
+            before = read_text(subnet_file)
+        except (OSError, UnicodeDecodeError):
+            pass  # unreadable: treated as absent, and rewritten below
+    previous_env = parse_subnet_env(before) if before is not None else None
     previous = previous_env.lease_subnet if previous_env is not None else None
     backend_data = lease_backend_data(config, underlay.public_ip)
     attrs = LeaseAttrs(underlay.public_ip, None, lease_backend_type(config), backend_data)
@@ -82,7 +87,7 @@ def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface:
     env = SubnetEnv.for_lease(config.network, lease.subnet, outcome.mtu, ip_masq)
     outcome.bip = str(env.subnet)
     if subnet_file:
-        outcome.subnet_file_before = _read_text(subnet_file)
+        outcome.subnet_file_before = before
         outcome.subnet_file_after = env.render()
         if outcome.subnet_file_before != outcome.subnet_file_after:
             outcome.changed = True
@@ -99,13 +104,3 @@ def _parse_subnet(text: str) -> netaddr.IPNetwork:
     if net.ip != net.network:
         raise LeaseError(f"subnet {text!r} has host bits set; did you mean {net.cidr}?")
     return net
-
-
-def _read_text(path: str) -> str | None:
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
-        return None

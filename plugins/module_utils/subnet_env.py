@@ -63,13 +63,27 @@ def parse_env_text(text: str) -> dict[str, str]:
     return values
 
 
-def read_subnet_env(path: str) -> SubnetEnv | None:
-    """The file's values, or None when it is missing or does not hold a usable lease."""
+def read_text(path: str) -> str | None:
+    """The file's text; None when it does not exist (other errors are raised)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            values = parse_env_text(handle.read())
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_subnet_env(path: str) -> SubnetEnv | None:
+    """The file's values, or None when it is missing, unreadable or holds no usable lease."""
+    try:
+        text = read_text(path)
     except (OSError, UnicodeDecodeError):
         return None
+    return None if text is None else parse_subnet_env(text)
+
+
+def parse_subnet_env(text: str) -> SubnetEnv | None:
+    """The values of a subnet.env text, or None when it does not hold a usable lease."""
+    values = parse_env_text(text)
     try:
         network = netaddr.IPNetwork(values["FLANNEL_NETWORK"])
         subnet = netaddr.IPNetwork(values["FLANNEL_SUBNET"])
