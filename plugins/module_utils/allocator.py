@@ -36,6 +36,11 @@ def free_subnets(
     return free
 
 
+def is_free(subnet: netaddr.IPNetwork, taken: Iterable[netaddr.IPNetwork]) -> bool:
+    """True when no taken network overlaps subnet."""
+    return not any(t.first <= subnet.last and subnet.first <= t.last for t in taken)
+
+
 def pick_subnet(
     rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], rand: random.Random | None = None
 ) -> netaddr.IPNetwork:

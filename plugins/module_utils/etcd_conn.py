@@ -8,7 +8,6 @@ can cause ends in an EtcdUnavailableError / EtcdSetupError naming the endpoint a
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -126,22 +125,6 @@ class EtcdConnection:
             f"no etcd endpoint answered within {self.settings.timeout:g}s ({'; '.join(errors)}); "
             "check etcd_endpoints, that etcd is running and reachable, and the TLS settings"
         )
-
-    def call_retrying(
-        self, operation: Callable[[Any], T], deadline: float, on_retry: Callable[[Exception], None] | None = None
-    ) -> T:
-        """Like call(), but keep retrying with back-off until time.monotonic() passes deadline."""
-        delay = 0.2
-        while True:
-            try:
-                return self.call(operation)
-            except EtcdUnavailableError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                if on_retry is not None:
-                    on_retry(exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def client(self) -> Any:
         """The live client (connecting if needed), for streams such as watches."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .allocator import pick_subnet
+from .allocator import is_free, pick_subnet
 from .deps import netaddr
 from .errors import ConfigError, LeaseError
 from .etcd_conn import EtcdConnection
@@ -180,10 +180,7 @@ class LeaseStore:
             if fitting:
                 return self._keep(fitting[0], attrs, ttl, reservation, keep_backend_data, renew_below, dry_run)
             taken = [lease.subnet for lease in leases]
-            previous_free = previous is not None and not any(
-                t.first <= previous.last and previous.first <= t.last for t in taken
-            )
-            if previous is not None and rng.fits(previous) and previous_free:
+            if previous is not None and rng.fits(previous) and is_free(previous, taken):
                 choice = previous
             else:
                 choice = pick_subnet(rng, taken, rand)

@@ -35,6 +35,7 @@ from ..netlink import (
     link_index,
     open_ipr,
 )
+from ..subnet_env import write_file_atomic
 from ..tun import GSO_OFFLOADS, TunDevice, in_netns, open_tun
 from .base import BackendSetup, LocalHost
 from .udp_forwarder import Forwarder, PeerRoute
@@ -205,12 +206,8 @@ class UdpBackend:
         if not self.state_file:
             return
         doc = {"version": 1, "peers": {key: list(route) for key, route in self._routes.items()}}
-        tmp = f"{self.state_file}.tmp"
         try:
-            os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-            os.replace(tmp, self.state_file)
+            write_file_atomic(self.state_file, json.dumps(doc))
         except OSError:
             pass  # only a restart speed-up; the data plane does not depend on it
 
