@@ -5,10 +5,12 @@ The matching documentation is the doc fragment overlaynet.flannel.etcd.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from .etcd_conn import DEFAULT_ENDPOINTS, EtcdSettings
-from .lease_store import DEFAULT_PREFIX
+from .etcd_conn import DEFAULT_ENDPOINTS, EtcdConnection, EtcdSettings
+from .lease_store import DEFAULT_PREFIX, LeaseStore
 
 ETCD_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "etcd_endpoints": {"type": "list", "elements": "str", "default": list(DEFAULT_ENDPOINTS)},
@@ -32,3 +34,13 @@ def etcd_settings(params: dict[str, Any]) -> EtcdSettings:
         password=params.get("etcd_password"),
         timeout=float(params.get("etcd_timeout") or 5.0),
     )
+
+
+@contextmanager
+def lease_store(params: dict[str, Any]) -> Iterator[LeaseStore]:
+    """The lease store the module's etcd options point at; the connection closes afterwards."""
+    conn = EtcdConnection(etcd_settings(params))
+    try:
+        yield LeaseStore(conn, params["etcd_prefix"])
+    finally:
+        conn.close()

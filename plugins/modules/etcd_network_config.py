@@ -132,12 +132,10 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_conn import EtcdConnection
     from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_options import (
         ETCD_ARGUMENT_SPEC,
-        etcd_settings,
+        lease_store,
     )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_store import LeaseStore
     from ansible_collections.overlaynet.flannel.plugins.module_utils.network_config_ops import (
         desired_document,
         ensure_network_config,
@@ -183,20 +181,15 @@ def main() -> None:
     if p["state"] == "present":
         desired = desired_document(p["network"], p["subnet_len"], p["subnet_min"], p["subnet_max"], p["backend"])
     try:
-        conn = EtcdConnection(etcd_settings(p))
-        try:
-            outcome = ensure_network_config(
-                LeaseStore(conn, p["etcd_prefix"]), p["state"], desired, p["force"], module.check_mode
-            )
-        finally:
-            conn.close()
+        with lease_store(p) as store:
+            outcome = ensure_network_config(store, p["state"], desired, p["force"], module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
                   stranded_leases=outcome.stranded)
     if module._diff and outcome.changed:
         result["diff"] = dict(before=(outcome.before or "") + "\n", after=(outcome.after or "") + "\n",
-                              before_header=conn.endpoint.url, after_header=conn.endpoint.url)
+                              before_header=store.conn.endpoint.url, after_header=store.conn.endpoint.url)
     module.exit_json(**result)
 
 

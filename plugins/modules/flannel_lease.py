@@ -147,13 +147,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_conn import EtcdConnection
     from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_options import (
         ETCD_ARGUMENT_SPEC,
-        etcd_settings,
+        lease_store,
     )
     from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_ops import ensure_lease
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_store import LeaseStore
 except ImportError:  # pragma: no cover - only when the collection itself is broken
     IMPORT_ERROR = traceback.format_exc()
     ETCD_ARGUMENT_SPEC = {}
@@ -186,15 +184,12 @@ def main() -> None:
     if p["ttl"] < 10:
         module.fail_json(msg=f"ttl {p['ttl']} is too short; use at least 10 seconds (flannel uses 86400)")
     try:
-        conn = EtcdConnection(etcd_settings(p))
-        try:
+        with lease_store(p) as store:
             out = ensure_lease(
-                LeaseStore(conn, p["etcd_prefix"]), state=p["state"], public_ip=p["public_ip"], iface=p["iface"],
-                subnet=p["subnet"], reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
+                store, state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
+                reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
                 ip_masq=p["ip_masq"], mtu=p["mtu"], dry_run=module.check_mode,
             )
-        finally:
-            conn.close()
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=out.changed, action=out.action, public_ip=out.public_ip)
