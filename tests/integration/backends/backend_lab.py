@@ -25,6 +25,7 @@ import netaddr
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
 from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
 
@@ -115,6 +116,27 @@ def _ifindex(ns: str, name: str) -> int:
 
 def config(backend: dict) -> NetworkConfig:
     return NetworkConfig.from_dict({"Network": NETWORK, "Backend": backend})
+
+
+def start(lab: Any, backend: dict) -> tuple[dict[int, Any], dict[int, Lease]]:
+    """setup + activate on every host, then add every other host's lease: (backends, leases)."""
+    cfg = config(backend)
+    backends, leases = {}, {}
+    for h in lab.hosts:
+        backends[h.n] = make_backend(cfg, h.local_host())
+        done = backends[h.n].setup(cfg, h.local_host())
+        backends[h.n].activate(h.subnet)
+        leases[h.n] = h.lease(done.backend_type, done.backend_data)
+    for h in lab.hosts:
+        for other in lab.hosts:
+            if other is not h:
+                backends[h.n].add_peer(leases[other.n])
+    return backends, leases
+
+
+def peers_of(h: Any, leases: dict[int, Lease]) -> dict[str, Lease]:
+    """Every lease but h's own, keyed as the agent keys peers."""
+    return {lease.key: lease for n, lease in leases.items() if n != h.n}
 
 
 @dataclass

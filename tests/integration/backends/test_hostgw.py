@@ -6,7 +6,7 @@ import os
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, ip, netlink_changes, plane
+from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
@@ -18,25 +18,6 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Le
 pytestmark = pytest.mark.lab
 
 HOSTGW = {"Type": "host-gw"}
-
-
-def start(lab):
-    cfg = config(HOSTGW)
-    backends, leases = {}, {}
-    for h in lab.hosts:
-        backends[h.n] = make_backend(cfg, h.local_host())
-        done = backends[h.n].setup(cfg, h.local_host())
-        backends[h.n].activate(h.subnet)
-        leases[h.n] = h.lease(done.backend_type, done.backend_data)
-    for h in lab.hosts:
-        for other in lab.hosts:
-            if other is not h:
-                backends[h.n].add_peer(leases[other.n])
-    return backends, leases
-
-
-def peers_of(h, leases):
-    return {lease.key: lease for n, lease in leases.items() if n != h.n}
 
 
 def far_lease(n: int = 9) -> Lease:
@@ -55,7 +36,7 @@ def test_setup_creates_nothing_and_returns_underlay_mtu(lab):
 
 
 def test_containers_ping_across_hosts(lab):
-    start(lab)
+    start(lab, HOSTGW)
     h1, h2, h3 = lab.hosts
     assert plane(h1.ns).routes == {"10.5.2.0/24": (h2.public_ip, "eth0", False),
                                    "10.5.3.0/24": (h3.public_ip, "eth0", False)}
@@ -65,7 +46,7 @@ def test_containers_ping_across_hosts(lab):
 
 
 def test_setup_and_add_peer_twice_change_nothing(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     h1 = lab.hosts[0]
     before = plane(h1.ns)
     with netlink_changes(h1.ns) as changes:
@@ -79,7 +60,7 @@ def test_setup_and_add_peer_twice_change_nothing(lab):
 
 
 def test_remove_peer_removes_only_its_route(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     h1, h2, h3 = lab.hosts
     backends[1].remove_peer(leases[2])
     assert set(plane(h1.ns).routes) == {"10.5.3.0/24"}
@@ -89,7 +70,7 @@ def test_remove_peer_removes_only_its_route(lab):
 
 
 def test_peer_not_on_our_link_gets_a_clear_error(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     h1 = lab.hosts[0]
     with pytest.raises(HostNetworkError) as caught:
         backends[1].add_peer(far_lease())
@@ -109,7 +90,7 @@ def test_peer_not_on_our_link_gets_a_clear_error(lab):
 
 
 def test_reconcile_repairs_drift_and_removes_only_our_stale_routes(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     h1, h2, h3 = lab.hosts
     ip(h1.ns, "route", "del", "10.5.2.0/24")
     ip(h1.ns, "route", "replace", "10.5.3.0/24", "via", h2.public_ip)  # wrong gateway, proto boot
@@ -126,7 +107,7 @@ def test_reconcile_repairs_drift_and_removes_only_our_stale_routes(lab):
 
 
 def test_skips_other_backends_and_own_lease(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     h1 = lab.hosts[0]
     before = plane(h1.ns).routes
     vxlan_peer = Lease(netaddr.IPNetwork("10.5.20.0/24"),
@@ -143,7 +124,7 @@ def test_takes_over_routes_left_by_the_vxlan_backend(lab):
     ip(h1.ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "dev", "eth0")
     ip(h1.ns, "link", "set", "flannel.1", "up")
     ip(h1.ns, "route", "add", "10.5.2.0/24", "via", "10.5.2.0", "dev", "flannel.1", "onlink", "proto", str(RTPROT))
-    backends, leases = start(lab)
+    backends, leases = start(lab, HOSTGW)
     assert plane(h1.ns).routes["10.5.2.0/24"] == (h2.public_ip, "eth0", False)
     assert h1.ping_from_container(h2.container_ip)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, ip, netlink_changes, plane
+from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
@@ -23,26 +23,6 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Le
 pytestmark = pytest.mark.lab
 
 VXLAN = {"Type": "vxlan"}
-
-
-def start(lab, backend=None):
-    """setup + activate on every host, then add every other host's lease: (backends, leases)."""
-    cfg = config(backend or VXLAN)
-    backends, leases = {}, {}
-    for h in lab.hosts:
-        backends[h.n] = make_backend(cfg, h.local_host())
-        done = backends[h.n].setup(cfg, h.local_host())
-        backends[h.n].activate(h.subnet)
-        leases[h.n] = h.lease(done.backend_type, done.backend_data)
-    for h in lab.hosts:
-        for other in lab.hosts:
-            if other is not h:
-                backends[h.n].add_peer(leases[other.n])
-    return backends, leases
-
-
-def peers_of(h, leases):
-    return {lease.key: lease for n, lease in leases.items() if n != h.n}
 
 
 def test_make_backend_dispatches_on_type():
@@ -74,7 +54,7 @@ def test_setup_creates_flannel_device_and_returns_lease_data(lab):
 
 
 def test_containers_ping_across_hosts(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1, h2, h3 = lab.hosts
 
     assert h1.ping_from_container(h2.container_ip)
@@ -90,7 +70,7 @@ def test_containers_ping_across_hosts(lab):
 
 
 def test_setup_and_add_peer_twice_change_nothing(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1 = lab.hosts[0]
     before = plane(h1.ns)
     with netlink_changes(h1.ns) as changes:
@@ -111,7 +91,7 @@ def test_setup_and_add_peer_twice_change_nothing(lab):
 
 
 def test_remove_peer_removes_route_neighbour_and_fdb(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1, h2, h3 = lab.hosts
 
     backends[1].remove_peer(leases[2])
@@ -125,7 +105,7 @@ def test_remove_peer_removes_route_neighbour_and_fdb(lab):
 
 
 def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1, h2 = lab.hosts[:2]
     mac2 = leases[2].attrs.backend_data["VtepMAC"]
     want = plane(h1.ns)
@@ -151,7 +131,7 @@ def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
 
 
 def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1, h2, h3 = lab.hosts
     want = plane(h1.ns)
     ip(h1.ns, "link", "set", "flannel.1", "address", "02:00:00:00:00:01")  # flushes the neighbours too
@@ -164,7 +144,7 @@ def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
 
 
 def test_reconcile_removes_stale_entries_and_keeps_foreign_routes(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1 = lab.hosts[0]
     ip(h1.ns, "route", "add", "10.5.200.0/24", "via", "192.168.81.99")  # somebody else's (proto boot)
     ip(h1.ns, "route", "add", "172.30.0.0/24", "via", "192.168.81.99", "proto", str(RTPROT))  # outside Network
@@ -228,7 +208,7 @@ def test_direct_routing_on_same_l2_uses_plain_route(lab):
 
 
 def test_skips_other_backends_own_and_malformed_leases(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1 = lab.hosts[0]
     before = plane(h1.ns)
     odd = [
@@ -246,7 +226,7 @@ def test_skips_other_backends_own_and_malformed_leases(lab):
 
 
 def test_peer_with_a_new_mac_is_reprogrammed(lab):
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1, h2 = lab.hosts[:2]
     old_mac = leases[2].attrs.backend_data["VtepMAC"]
     # Host 2 comes back as upstream flanneld with a random MAC (a MAC change flushes even
@@ -277,7 +257,7 @@ def test_custom_vni_port_and_mtu(lab):
 
 def test_failing_peer_does_not_stop_reconcile(lab):
     """A peer that cannot be programmed is reported; the others are programmed anyway."""
-    backends, leases = start(lab)
+    backends, leases = start(lab, VXLAN)
     h1 = lab.hosts[0]
     ip(h1.ns, "route", "del", "10.5.3.0/24")
     bad = Lease(netaddr.IPNetwork("10.5.30.0/24"),
