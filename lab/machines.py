@@ -14,6 +14,8 @@ Everything a machine owns lives in ``<state_dir>/<name>/``::
     console.log    the machine's console (systemd's boot messages)
     machine.json   PIDs (with start times) so another process can stop the machine
 
+plus a cgroup of its own, ``<our cgroup>/overlaynet-lab-<name>-<hash>`` (``lab.cgroups``).
+
 Per machine and written at boot (never baked into the cache): ``/etc/hostname``,
 ``/etc/hosts``, ``/etc/resolv.conf`` (no DNS: fails fast instead of waiting),
 ``/etc/machine-id`` (derived from the name, so stable across reboots),
@@ -52,6 +54,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cgroups
 from .rootfs import MANIFEST, RootfsError, is_complete, remove_tree, umount_below
 
 NETNS_DIR = Path("/run/netns")
@@ -230,6 +233,11 @@ class Machine:
         return NETNS_DIR / self.netns_name
 
     @property
+    def cgroup(self) -> Path:
+        """The cgroup v2 directory nspawn starts in (``lab.cgroups`` says why)."""
+        return cgroups.machine_cgroup(self.name, self.state_dir)
+
+    @property
     def leader_pid(self) -> int:
         """PID (in the root namespace) of the machine's systemd (its PID 1)."""
         if not self._leader_pid or not _alive(self._leader_pid, self.leader_start):
@@ -392,14 +400,15 @@ class Machine:
         try:
             self._mount_overlay()
             self._personalise()
+            cgroups.create(self.cgroup)
             env = {**MACHINE_ENV, **NSPAWN_ENV_EXTRA}
             log = open(self.console_log, "ab")
             try:
                 self.boot_started = time.time()
                 t0 = time.monotonic()
                 self._proc = subprocess.Popen(
-                    self.nspawn_argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    env=env, start_new_session=True,
+                    cgroups.exec_in_argv(self.cgroup, self.nspawn_argv()),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
                 )
             finally:
                 log.close()
@@ -584,6 +593,10 @@ class Machine:
                 self._proc.wait(timeout=1)
         self._leader_pid = self.leader_start = None
         self.nspawn_pid = self.nspawn_start = None
+        try:
+            cgroups.remove(self.cgroup)
+        except cgroups.CgroupError as e:
+            raise MachineError(f"{self.name}: {e}") from e
         if self.dir.exists():
             try:
                 umount_below(self.root)

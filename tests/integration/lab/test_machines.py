@@ -151,6 +151,19 @@ def test_machines_booted_with_systemd(lab: Lab) -> None:
         assert m.run(["cat", "/etc/machine-id"]).stdout.strip() == m.machine_id
 
 
+def test_machines_have_cgroups_of_their_own(lab: Lab) -> None:
+    """Each machine's systemd runs in its own cgroup tree: machines sharing nspawn's
+    ``payload/`` raced on each other's unit cgroups at boot (units failed with 219/CGROUP)."""
+    seen = set()
+    for m in lab.machines.values():
+        path = next(ln[3:].strip() for ln in Path(f"/proc/{m.leader_pid}/cgroup").read_text().splitlines()
+                    if ln.startswith("0::"))
+        assert path.split("/")[1] == m.cgroup.name, (m.name, path)
+        assert m.leader_pid in [int(p) for p in (m.cgroup / "payload/init.scope/cgroup.procs").read_text().split()]
+        seen.add(path)
+    assert len(seen) == len(lab.machines)
+
+
 def test_ssh_through_proxycommand(lab: Lab) -> None:
     for m in lab.machines.values():
         r = _ssh(lab, m, "hostname; systemctl is-active docker; ip -br -4 addr")
@@ -286,6 +299,7 @@ def test_stop_after_controller_crash(lab: Lab) -> None:
     for pid in (nspawn_pid, leader_pid):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not (lab.state / name).exists()
+    assert not orphan.cgroup.exists()
     assert sh("ip", "netns", "pids", ns).stdout.split() == []
     sh("ip", "netns", "del", ns)
     lab.created_ns.remove(ns)
@@ -303,6 +317,7 @@ def test_stop_leaves_nothing(lab: Lab) -> None:
     for m in lab.machines.values():
         assert not m.is_running()
         assert not m.dir.exists()
+        assert not m.cgroup.exists()
         assert sh("ip", "netns", "pids", m.netns_name).stdout.split() == []
     assert not _mounts_below(lab.state)
     assert all(not Path(f"/proc/{p}").exists() for p in pids if p), pids
