@@ -19,7 +19,8 @@ median and every run reported), one fresh 2-host lab per group:
                per peer. Between rounds the hand-made device is deleted and the agents are
                started again (they recreate flannel.1). --sequential: all vxlan runs first.
   host-gw lab  the underlay veth (host to host on the underlay addresses)  alternated with
-               host-gw (the real agents); then host-gw with the agents stopped (info).
+               host-gw (the real agents); then, agents stopped (info): host-gw, host ->
+               container and container -> host (the cost of one container hop).
   udp lab      udp fast path (GSO super-packets between our agents), then udp per-packet
                (flannel's format; both agents restarted with --udp-fast-path=false, when
                the agent has that flag).
@@ -365,10 +366,13 @@ def bench_vxlan(b: Bench) -> dict[str, Any]:
 
 
 def bench_hostgw(b: Bench) -> dict[str, Any]:
-    """Underlay (host to host) alternated with host-gw (agents running); then host-gw with
-    the agents stopped by SIGTERM (routes left in place), for information."""
+    """Underlay (host to host) alternated with host-gw (agents running); then, with the
+    agents stopped by SIGTERM (routes left in place), for information: host-gw, and the
+    path with a container on one side only (host -> container, container -> host), which
+    shows what each veth + bridge + forwarding hop costs against the underlay."""
     args = b.args
     under, hostgw, stopped = Series("underlay"), Series("host-gw"), Series("host-gw, stopped")
+    to_ctr, from_ctr = Series("host -> container"), Series("container -> host")
     info: dict[str, Any] = {}
     with b.lab(2, "hostgw") as lab:
         ov = b.overlay(lab, {"Type": "host-gw"}, "hostgw")
@@ -388,9 +392,12 @@ def bench_hostgw(b: Bench) -> dict[str, Any]:
             wait_ping(ov, "c1", "c2")
             for _ in range(args.runs):
                 stopped.add(iperf(lab, "c1", "c2", ov.containers["c2"], args.seconds))
+                to_ctr.add(iperf(lab, "h1", "c2", ov.containers["c2"], args.seconds))
+                from_ctr.add(iperf(lab, "c1", "h2", lab.host_address("h2"), args.seconds))
         finally:
             ov.stop_all()
     return {"underlay": under.to_json(), "host-gw": hostgw.to_json(), "hostgw_stopped": stopped.to_json(),
+            "hostgw_to_container": to_ctr.to_json(), "hostgw_from_container": from_ctr.to_json(),
             "hostgw_info": info}
 
 
@@ -710,6 +717,8 @@ def build_table(res: dict[str, Any]) -> list[dict[str, str]]:
         row("underlay veth (host-host)", fmt_g(med("underlay")), "(reference)", "-", runs_of(res, "underlay"))
         ratio_row("host-gw (agent)", "host-gw", "underlay", "underlay", TARGETS["hostgw_ratio"])
         info_ratio("host-gw, agents stopped (info)", "hostgw_stopped", "underlay", "underlay")
+        info_ratio("  host -> container (info)", "hostgw_to_container", "underlay", "underlay")
+        info_ratio("  container -> host (info)", "hostgw_from_container", "underlay", "underlay")
     if "udp_fast" in res:
         abs_row("udp fast path (GSO)", "udp_fast", TARGETS["udp_fast_gbit"])
         abs_row("udp per-packet (flannel)", "udp_plain", TARGETS["udp_plain_gbit"])
