@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "integration" / "backends"))
+sys.path.insert(0, str(REPO / "tests"))  # udp_lab imports support.*
 
 from udp_lab import Lab, container_ip, underlay_ip  # noqa: E402
 

@@ -8,7 +8,6 @@ the tests, so modules and tests import one copy of the engine.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ _link_collection()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.etcd_server import EtcdServer  # noqa: E402 - needs the path above
+from support.namespaces import Namespaces  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +53,8 @@ def etcd_prefix(request) -> str:
 @pytest.fixture
 def netns():
     """A network namespace of the test's own (prefix oflt-), removed afterwards."""
-    name = f"oflt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    namespaces = Namespaces()
     try:
-        yield name
+        yield namespaces.add(f"oflt-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        namespaces.delete_all()

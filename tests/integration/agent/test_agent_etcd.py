@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from support.namespaces import Namespaces
 from support.netns_etcd import NetnsEtcd
 
 REPO = Path(__file__).resolve().parents[3]
@@ -164,7 +165,7 @@ class Agent:
 class Lab:
     def __init__(self) -> None:
         self.tag = f"oflag-{os.getpid()}"
-        self.namespaces: list[str] = []
+        self.namespaces = Namespaces()
         self.agents: list[Agent] = []
         self.addresses = itertools.count(11)
         self.tmp = tempfile.mkdtemp(prefix="oflag-")
@@ -175,11 +176,7 @@ class Lab:
         self.etcd = NetnsEtcd(self.hub, HUB_IP).start()
 
     def _netns(self, suffix: str) -> str:
-        name = f"{self.tag}-{suffix}"
-        run("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        return name
+        return self.namespaces.add(f"{self.tag}-{suffix}")
 
     def host(self, name: str) -> Host:
         """A fresh host namespace on the bridge, with an address never used before."""
@@ -211,8 +208,7 @@ class Lab:
         for agent in self.agents:
             agent.kill()
         self.etcd.close()
-        for name in reversed(self.namespaces):
-            run("ip", "netns", "del", name, check=False)
+        self.namespaces.delete_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

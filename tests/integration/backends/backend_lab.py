@@ -28,6 +28,7 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base i
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
 from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+from support.namespaces import Namespaces
 
 NETWORK = "10.5.0.0/16"
 RTPROT = 70  # the protocol our routes carry (netlink.RTPROT_OVERLAYNET)
@@ -69,7 +70,7 @@ class LabHost:
 class Lab:
     def __init__(self) -> None:
         self.tag = f"oflb-{os.getpid()}-{next(_counter)}"
-        self.namespaces: list[str] = []
+        self.namespaces = Namespaces()
         self.hosts: list[LabHost] = []
 
     def build(self, hosts: int) -> Lab:
@@ -80,11 +81,7 @@ class Lab:
         return self
 
     def _netns(self, suffix: str) -> str:
-        name = f"{self.tag}-{suffix}"
-        run("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        return name
+        return self.namespaces.add(f"{self.tag}-{suffix}")
 
     def _host(self, i: int) -> LabHost:
         ns, cns = self._netns(f"h{i}"), self._netns(f"c{i}")
@@ -105,8 +102,7 @@ class Lab:
         return LabHost(i, ns, cns, public_ip, subnet, _ifindex(ns, "eth0"))
 
     def close(self) -> None:
-        for name in reversed(self.namespaces):
-            run("ip", "netns", "del", name, check=False)
+        self.namespaces.delete_all()
 
 
 def _ifindex(ns: str, name: str) -> int:

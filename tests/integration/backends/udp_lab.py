@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.namespaces import Namespaces, ip
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -27,20 +29,6 @@ if not Path(PYTHON).exists():
     PYTHON = sys.executable
 DRIVER = str(HERE / "udp_driver.py")
 NETWORK = "10.7.0.0/16"
-
-
-def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    for _attempt in range(5):
-        # `ip netns add` run concurrently by other tests briefly re-mounts /run/netns, and a
-        # namespace name can fail to resolve for that moment: try again.
-        if proc.returncode == 0 or 'Invalid "netns" value' not in proc.stderr:
-            break
-        time.sleep(0.2)
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
 
 
 def underlay_ip(i: int) -> str:
@@ -120,7 +108,7 @@ class Lab:
         self.hosts = hosts
         self.underlay_mtu = underlay_mtu
         self.overlay_mtu = underlay_mtu - 28
-        self.namespaces: list[str] = []
+        self.namespaces = Namespaces()
         self.agents: dict[int, Agent] = {}
         self.procs: list[subprocess.Popen[str]] = []
 
@@ -133,41 +121,36 @@ class Lab:
     def c(self, i: int) -> str:
         return self.ns(f"c{i}")
 
-    def _add_ns(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-
     def build(self) -> Lab:
         ul = self.ns("ul")
-        self._add_ns(ul)
-        sh("ip", "-n", ul, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", ul, "link", "set", "br0", "up")
+        self.namespaces.add(ul)
+        ip("-n", ul, "link", "add", "br0", "type", "bridge")
+        ip("-n", ul, "link", "set", "br0", "up")
         for i in range(1, self.hosts + 1):
             self._underlay_port(self.h(i), f"u{i}", underlay_ip(i))
             h, c = self.h(i), self.c(i)
-            sh("ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            sh("ip", "-n", h, "link", "add", "docker0", "type", "bridge")
-            sh("ip", "-n", h, "addr", "add", f"10.7.{i}.1/24", "dev", "docker0")
-            sh("ip", "-n", h, "link", "set", "docker0", "up")
-            self._add_ns(c)
-            sh("ip", "-n", c, "link", "add", "eth0", "mtu", str(self.overlay_mtu), "type", "veth",
+            ip("netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            ip("-n", h, "link", "add", "docker0", "type", "bridge")
+            ip("-n", h, "addr", "add", f"10.7.{i}.1/24", "dev", "docker0")
+            ip("-n", h, "link", "set", "docker0", "up")
+            self.namespaces.add(c)
+            ip("-n", c, "link", "add", "eth0", "mtu", str(self.overlay_mtu), "type", "veth",
                "peer", "name", "veth0", "netns", h)
-            sh("ip", "-n", h, "link", "set", "veth0", "mtu", str(self.overlay_mtu), "master", "docker0", "up")
-            sh("ip", "-n", c, "addr", "add", f"{container_ip(i)}/24", "dev", "eth0")
-            sh("ip", "-n", c, "link", "set", "eth0", "up")
-            sh("ip", "-n", c, "route", "add", "default", "via", f"10.7.{i}.1")
+            ip("-n", h, "link", "set", "veth0", "mtu", str(self.overlay_mtu), "master", "docker0", "up")
+            ip("-n", c, "addr", "add", f"{container_ip(i)}/24", "dev", "eth0")
+            ip("-n", c, "link", "set", "eth0", "up")
+            ip("-n", c, "route", "add", "default", "via", f"10.7.{i}.1")
         self._underlay_port(self.ns("x"), "ux", "192.168.81.99")
         return self
 
     def _underlay_port(self, ns: str, port: str, address: str) -> None:
         ul = self.ns("ul")
-        self._add_ns(ns)
+        self.namespaces.add(ns)
         mtu = str(self.underlay_mtu)
-        sh("ip", "-n", ns, "link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "netns", ul)
-        sh("ip", "-n", ul, "link", "set", port, "mtu", mtu, "master", "br0", "up")
-        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "netns", ul)
+        ip("-n", ul, "link", "set", port, "mtu", mtu, "master", "br0", "up")
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
 
     # --- agents --------------------------------------------------------------------------
 
@@ -199,7 +182,7 @@ class Lab:
         return proc
 
     def run(self, ns: str, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
+        return ip("netns", "exec", ns, *argv, check=check, timeout=timeout)
 
     def ping(self, src: int, dst_ip: str, count: int = 3) -> bool:
         proc = self.run(self.c(src), "ping", "-c", str(count), "-i", "0.2", "-W", "2", dst_ip, check=False)
@@ -216,9 +199,7 @@ class Lab:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
-        for name in reversed(self.namespaces):
-            sh("ip", "netns", "del", name, check=False)
-        self.namespaces.clear()
+        self.namespaces.delete_all()
 
 
 def set_gso_ipv4_max_size(ns: str, ifname: str, size: int) -> None:
@@ -234,4 +215,4 @@ s.send(msg)
 err, = struct.unpack_from('i', s.recv(4096), 16)
 raise SystemExit(-err)
 """
-    sh("ip", "netns", "exec", ns, PYTHON, "-c", code)
+    ip("netns", "exec", ns, PYTHON, "-c", code)
