@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -31,18 +32,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class EtcdServer:
+class EtcdProcess:
+    """What the tests' etcds share: a temp data dir holding etcd.log, the process (stopped
+    by PID), and the wait for it to be ready that reports the log when etcd exits."""
+
+    def __init__(self, dir_prefix: str) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix=dir_prefix))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, argv: list[str]) -> None:
+        with open(self.data_dir / "etcd.log", "ab") as log:  # the child has its own copy
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+
+    def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited: {(self.data_dir / 'etcd.log').read_text()[-2000:]}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd did not {what}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EtcdServer(EtcdProcess):
     """One etcd member on 127.0.0.1. tls: dict with cert/key/ca paths to serve https."""
 
     def __init__(self, tls: dict[str, str] | None = None, client_cert_auth: bool = False) -> None:
+        super().__init__("oflt-etcd-")
         self.tls = tls
         self.client_cert_auth = client_cert_auth
-        self.data_dir = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
         self.port = free_port()
         self.peer_port = free_port()
         scheme = "https" if tls else "http"
         self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> EtcdServer:
         args = [
@@ -57,28 +89,17 @@ class EtcdServer:
             args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"]]
             if self.client_cert_auth:
                 args += ["--client-cert-auth", "--trusted-ca-file", self.tls["ca"]]
-        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited: {(self.data_dir / 'etcd.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.2)
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("etcd did not start listening")
+        self._spawn(args)
+        self._wait(self._listening, timeout, "start listening")
+        time.sleep(0.2)
+        return self
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def etcdctl(self, *args: str) -> str:
         env = dict(os.environ, ETCDCTL_API="3")

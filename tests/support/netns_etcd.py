@@ -14,19 +14,16 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
-from pathlib import Path
 
-from support.etcd_server import terminate
+from support.etcd_server import ETCD, EtcdProcess
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
 
-class NetnsEtcd:
+class NetnsEtcd(EtcdProcess):
     def __init__(self, netns: str, address: str, port: int = 2379, name: str = "lab",
                  peer_url: str = "http://127.0.0.1:2380", initial_cluster: str | None = None) -> None:
+        super().__init__("oflag-etcd-")
         self.netns = netns
         self.address = address
         self.port = port
@@ -34,8 +31,6 @@ class NetnsEtcd:
         self.name = name
         self.peer_url = peer_url
         self.initial_cluster = initial_cluster or f"{name}={peer_url}"
-        self.data_dir = Path(tempfile.mkdtemp(prefix="oflag-etcd-"))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0, wait: bool = True) -> NetnsEtcd:
         args = [
@@ -44,28 +39,12 @@ class NetnsEtcd:
             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", self.initial_cluster, "--log-level", "error", "--logger", "zap",
         ]
-        log = open(self.data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self._spawn(args)
         return self.wait_healthy(timeout) if wait else self
 
     def wait_healthy(self, timeout: float = 20.0) -> NetnsEtcd:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited: {(self.data_dir / 'etcd.log').read_text()[-2000:]}")
-            if self.run("endpoint", "health", check=False).returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError("etcd did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._wait(lambda: self.run("endpoint", "health", check=False).returncode == 0, timeout, "become healthy")
+        return self
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = ["ip", "netns", "exec", self.netns, ETCDCTL, f"--endpoints={self.endpoint}",
