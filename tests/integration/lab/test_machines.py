@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lab import busybox_image, rootfs  # noqa: E402
+from lab import busybox_image, cgroups, rootfs  # noqa: E402
 from lab.machines import Machine, netns_connect  # noqa: E402
 
 pytestmark = [
@@ -158,7 +158,7 @@ def test_machines_have_cgroups_of_their_own(lab: Lab) -> None:
     for m in lab.machines.values():
         path = next(ln[3:].strip() for ln in Path(f"/proc/{m.leader_pid}/cgroup").read_text().splitlines()
                     if ln.startswith("0::"))
-        assert path.split("/")[1] == m.cgroup.name, (m.name, path)
+        assert path == f"/{m.cgroup.relative_to(cgroups.v2_mount())}/payload/init.scope", (m.name, path)
         assert m.leader_pid in [int(p) for p in (m.cgroup / "payload/init.scope/cgroup.procs").read_text().split()]
         seen.add(path)
     assert len(seen) == len(lab.machines)
