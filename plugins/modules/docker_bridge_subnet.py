@@ -132,11 +132,11 @@ from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE
 
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.docker_bridge_ops import (
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.docker_bridge import (
         bridge_options,
         ensure_docker_bridge,
     )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
 except ImportError:  # pragma: no cover - only when the collection itself is broken
     IMPORT_ERROR = traceback.format_exc()
 else:

@@ -132,11 +132,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_options import (
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
         ETCD_ARGUMENT_SPEC,
         lease_store,
     )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.network_config_ops import (
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
         desired_document,
         ensure_network_config,
     )

@@ -147,11 +147,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_options import (
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
         ETCD_ARGUMENT_SPEC,
         lease_store,
     )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_ops import ensure_lease
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import ensure_lease
 except ImportError:  # pragma: no cover - only when the collection itself is broken
     IMPORT_ERROR = traceback.format_exc()
     ETCD_ARGUMENT_SPEC = {}

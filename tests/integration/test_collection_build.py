@@ -18,7 +18,7 @@ def test_build_install_and_run_from_the_installed_collection(tmp_path, etcd_serv
     (tarball,) = tmp_path.glob("overlaynet-flannel-*.tar.gz")
     listing = subprocess.run(["tar", "-tzf", str(tarball)], check=True, capture_output=True, text=True).stdout
     assert "plugins/modules/flannel_lease.py" in listing
-    assert "plugins/module_utils/lease_store.py" in listing
+    assert "plugins/module_utils/etcd/registry.py" in listing
     top = {line.split("/")[0] for line in listing.splitlines()}
     assert not top & {"lab", ".venv", "build", ".ci", "bench"}
     installed = tmp_path / "collections"

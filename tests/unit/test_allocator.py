@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.allocator import (
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError, NetworkFullError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.allocator import (
     PICK_AMONG,
     free_subnets,
     pick_subnet,
 )
-from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError, NetworkFullError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet_range import subnet_range
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.range import subnet_range
 
 MAX_WINDOW = 1500  # subnets between SubnetMin and SubnetMax, so the reference stays fast
 

@@ -16,13 +16,13 @@ import json
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.docker_options import (
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.host.docker_options import (
     DOCKER_OPTS_MODES,
     DockerBridgeOptions,
     merge_daemon_json,
     render_docker_opts,
 )
-from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 
 SUBNET = "10.5.72.1/24"
 MTU = 1450

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils import firewall
+from ansible_collections.overlaynet.flannel.plugins.module_utils.host import firewall
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK, SUBNET = "10.5.0.0/16", "10.5.72.0/24"
@@ -62,7 +62,7 @@ def test_a_missing_iptables_is_a_clear_error():
 _SNIPPET = """
 import json, sys
 sys.path.insert(0, {collections!r})
-from ansible_collections.overlaynet.flannel.plugins.module_utils.firewall import Firewall
+from ansible_collections.overlaynet.flannel.plugins.module_utils.host.firewall import Firewall
 fw = Firewall()
 print(json.dumps([fw.ensure_forward({network!r}), fw.ensure_masquerade({network!r}, {subnet!r})]))
 """

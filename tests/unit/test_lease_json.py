@@ -8,7 +8,7 @@ import netaddr
 import pytest
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
 VXLAN_DATA = {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"}
 

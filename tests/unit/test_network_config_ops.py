@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
-from ansible_collections.overlaynet.flannel.plugins.module_utils.network_config_ops import desired_document
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import desired_document
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 
 NET = "10.5.0.0/16"
 

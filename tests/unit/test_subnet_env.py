@@ -8,11 +8,11 @@ import stat
 import netaddr
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet_env import (
+from ansible_collections.overlaynet.flannel.plugins.module_utils.files import write_file_atomic
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.env import (
     SubnetEnv,
     parse_env_text,
     read_subnet_env,
-    write_file_atomic,
     write_subnet_env,
 )
 

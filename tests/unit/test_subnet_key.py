@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet_key import (
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.key import (
     decode_subnet_key,
     encode_subnet_key,
 )

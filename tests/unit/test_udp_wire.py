@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends import udp_wire as w
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp import wire as w
 
 SRC4, DST4 = bytes([10, 7, 1, 2]), bytes([10, 7, 2, 2])
 SRC6 = bytes.fromhex("fd000000000000000000000000000102")

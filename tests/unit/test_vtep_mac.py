@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.vtep_mac import read_machine_id, vtep_mac
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import read_machine_id, vtep_mac
 
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
 

@@ -28,16 +28,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backends.base import Backend, LocalHost
-from ..backends.factory import make_backend
+from ..backends.registry import make_backend
 from ..errors import ConfigError, EtcdUnavailableError, FlannelError, HostNetworkError, LeaseError
-from ..etcd_conn import EtcdConnection, EtcdSettings
-from ..firewall import Firewall
-from ..hostnet import Underlay, find_underlay
-from ..lease import Lease, LeaseAttrs
-from ..lease_store import LeaseStore
-from ..netconfig import NetworkConfig
-from ..subnet_env import SubnetEnv, read_subnet_env, write_subnet_env
-from ..watch_stream import WatchBatch, WatchCompactedError
+from ..etcd.connection import EtcdConnection, EtcdSettings
+from ..etcd.registry import LeaseStore
+from ..etcd.watch import WatchBatch, WatchCompactedError
+from ..host.firewall import Firewall
+from ..host.underlay import Underlay, find_underlay
+from ..subnet.config import NetworkConfig
+from ..subnet.env import SubnetEnv, read_subnet_env, write_subnet_env
+from ..subnet.lease import Lease, LeaseAttrs
 from . import flags
 from .feed import WatchFeed
 from .healthz import Health, HealthServer

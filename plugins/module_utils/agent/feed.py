@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Any
 
-from ..lease_store import LeaseStore
+from ..etcd.registry import LeaseStore
 
 
 class WatchFeed:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..lease import Lease
-from ..lease_store import SubnetEvent
+from ..etcd.registry import SubnetEvent
+from ..subnet.lease import Lease
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..deps import netaddr
-from ..lease import Lease
-from ..netconfig import NetworkConfig
+from ..subnet.config import NetworkConfig
+from ..subnet.lease import Lease
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import netaddr
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 from support.namespaces import Namespaces
 
 NETWORK = "10.5.0.0/16"

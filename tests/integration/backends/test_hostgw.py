@@ -10,10 +10,10 @@ from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, st
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw import HostGwBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
 pytestmark = pytest.mark.lab
 

@@ -310,10 +310,10 @@ def root_flannel0_count() -> int:
 def test_backend_drives_a_named_namespace_from_outside(make_lab) -> None:
     """LocalHost.netns: device, socket and netlink in the named namespace, threads here."""
     from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp import UdpBackend
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import UdpBackend
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
     lab = make_lab(2)
     root_links = root_flannel0_count()
@@ -337,13 +337,13 @@ def test_backend_drives_a_named_namespace_from_outside(make_lab) -> None:
 
 def test_fast_path_advertisement_and_a_corrupt_state_file(tmp_path: Path) -> None:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp import (
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import (
         UdpBackend,
         advertises_fast_path,
     )
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
     def lease(data: object) -> Lease:
         return Lease(netaddr.IPNetwork("10.7.2.0/24"), LeaseAttrs("192.168.81.12", None, "udp", data))

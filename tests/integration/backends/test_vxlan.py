@@ -14,11 +14,11 @@ import pytest
 from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw import HostGwBackend
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan import VxlanBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.backend import VxlanBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
 pytestmark = pytest.mark.lab
 
@@ -298,9 +298,9 @@ IN_NAMESPACE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.factory import make_backend
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 import netaddr
 args = json.loads(sys.argv[2])
 cfg = NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}})

@@ -26,12 +26,12 @@ import netaddr  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost  # noqa: E402
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp import (  # noqa: E402
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import (  # noqa: E402
     UdpBackend,
     fast_path_data,
 )
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs  # noqa: E402
-from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig  # noqa: E402
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig  # noqa: E402
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs  # noqa: E402
 
 
 def lease(doc: dict[str, Any]) -> Lease:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.vtep_mac import vtep_mac
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
 from support.ansible_run import run_playbook
 from support.etcd_server import free_port
 

@@ -9,10 +9,10 @@ import pytest
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError, NetworkFullError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd_conn import EtcdConnection, EtcdSettings
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import LeaseAttrs
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_store import LeaseStore
-from ansible_collections.overlaynet.flannel.plugins.module_utils.netconfig import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import EtcdConnection, EtcdSettings
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseStore
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import LeaseAttrs
 
 
 def make_store(server, prefix: str, network: str = "10.5.0.0/16", **extra) -> LeaseStore:
@@ -165,7 +165,7 @@ def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix
 
 def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import EtcdUnavailableError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.watch_stream import WatchCompactedError
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.watch import WatchCompactedError
     from support.etcd_server import EtcdServer
 
     server = EtcdServer().start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.peers import PeerCache
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease import Lease, LeaseAttrs
-from ansible_collections.overlaynet.flannel.plugins.module_utils.lease_store import SubnetEvent
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import SubnetEvent
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
 OWN_IP = "192.168.81.11"
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
-from .deps import netaddr
+from ..deps import netaddr
+from ..files import read_text, write_file_atomic
 
 
 @dataclass(frozen=True)
@@ -63,15 +62,6 @@ def parse_env_text(text: str) -> dict[str, str]:
     return values
 
 
-def read_text(path: str) -> str | None:
-    """The file's text; None when it does not exist (other errors are raised)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
 def read_subnet_env(path: str) -> SubnetEnv | None:
     """The file's values, or None when it is missing, unreadable or holds no usable lease."""
     try:
@@ -93,33 +83,6 @@ def parse_subnet_env(text: str) -> SubnetEnv | None:
     except (KeyError, ValueError, netaddr.AddrFormatError):
         return None
     return SubnetEnv(network, subnet, mtu, values.get("FLANNEL_IPMASQ", "false").lower() == "true", v6net, v6sub)
-
-
-def write_file_atomic(path: str, content: str, mode: int = 0o644) -> bool:
-    """Replace path with content through a rename; False (and no write) when it is already so."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == content and (os.stat(path).st_mode & 0o777) == mode:
-                return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return True
 
 
 def write_subnet_env(path: str, env: SubnetEnv) -> bool:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .deps import MISSING, etcd3, grpc
-from .errors import EtcdSetupError, EtcdUnavailableError
+from ..deps import MISSING, etcd3, grpc
+from ..errors import EtcdSetupError, EtcdUnavailableError
 
 T = TypeVar("T")
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .deps import netaddr
-from .errors import LeaseError
+from ..deps import netaddr
+from ..errors import LeaseError
 
 _V4 = r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})-([0-9]{1,2})"
 _V6 = r"([0-9a-fA-F:.]+)-([0-9]{1,3})"

@@ -27,8 +27,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from . import udp_wire as wire
-from .udp_mmsg import Arena, RecvBatch, SendBatch, addr_key, key_addr, sockaddr
+from . import wire
+from .mmsg import Arena, RecvBatch, SendBatch, addr_key, key_addr, sockaddr
 
 SLOT = 65600  # > 2 + 10 + 65535: any packet a TUN (gso_max_size 64 KiB) or a datagram can hold
 TX_SLOTS_VNET = 16

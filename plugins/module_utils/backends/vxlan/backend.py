@@ -20,13 +20,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .. import netlink as nl
-from ..deps import netaddr
-from ..errors import HostNetworkError
-from ..lease import Lease
-from ..netconfig import NetworkConfig
-from ..vtep_mac import vtep_mac
-from .base import BackendSetup, LocalHost
+from ...deps import netaddr
+from ...errors import HostNetworkError
+from ...host import netlink as nl
+from ...subnet.config import NetworkConfig
+from ...subnet.lease import Lease
+from ..base import BackendSetup, LocalHost
+from .mac import vtep_mac
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import logging
 import threading
 from typing import Any
 
-from .. import netlink as nl
-from ..deps import netaddr
-from ..errors import HostNetworkError
-from ..lease import Lease
-from ..netconfig import NetworkConfig
-from .base import BackendSetup, LocalHost
+from ...deps import netaddr
+from ...errors import HostNetworkError
+from ...host import netlink as nl
+from ...subnet.config import NetworkConfig
+from ...subnet.lease import Lease
+from ..base import BackendSetup, LocalHost
 
 log = logging.getLogger(__name__)
 

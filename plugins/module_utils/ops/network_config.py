@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, FlannelError
-from .lease_store import LeaseStore
-from .netconfig import NetworkConfig
+from ..errors import ConfigError, FlannelError
+from ..etcd.registry import LeaseStore
+from ..subnet.config import NetworkConfig
 
 
 @dataclass

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .deps import netaddr
-from .errors import LeaseError
-from .hostnet import find_underlay
-from .lease import LeaseAttrs
-from .lease_store import DEFAULT_TTL, LeaseStore
-from .netconfig import NetworkConfig
-from .subnet_env import SubnetEnv, parse_subnet_env, read_text, write_subnet_env
-from .vtep_mac import vtep_mac
+from ..backends.vxlan.mac import vtep_mac
+from ..deps import netaddr
+from ..errors import LeaseError
+from ..etcd.registry import DEFAULT_TTL, LeaseStore
+from ..files import read_text
+from ..host.underlay import find_underlay
+from ..subnet.config import NetworkConfig
+from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
+from ..subnet.lease import LeaseAttrs
 
 # Bytes each backend's encapsulation takes from the underlay MTU (flannel's numbers).
 BACKEND_OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0}

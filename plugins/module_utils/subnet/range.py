@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .deps import netaddr
-from .errors import ConfigError
+from ..deps import netaddr
+from ..errors import ConfigError
 
 _DEFAULT_LEN = {4: 24, 6: 64}
 

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .deps import netaddr
-from .errors import LeaseError
-from .subnet_key import decode_subnet_key, encode_subnet_key
+from ..deps import netaddr
+from ..errors import LeaseError
+from .key import decode_subnet_key, encode_subnet_key
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,15 @@ so they are set on every attach: a device left by a run in the other mode is res
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import fcntl
 import io
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import HostNetworkError
+from ..errors import HostNetworkError
+from .netns import in_netns
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -39,7 +37,6 @@ TUN_F_TSO_ECN = 0x08
 GSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
 VNET_HDR_SIZE = 10
 _IFREQ = struct.Struct("16sH22x")
-_CLONE_NEWNET = 0x40000000
 
 
 @dataclass
@@ -114,41 +111,3 @@ def delete_persistent(name: str, netns: str | None = None) -> None:
     dev = open_tun(name, vnet_hdr=False, persist=False, netns=netns)
     dev.close()
 
-
-_libc: ctypes.CDLL | None = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def in_netns(netns: str | None) -> Iterator[None]:
-    """Run the block with this thread in network namespace netns (None: stay where we are).
-
-    Sockets and TUN devices belong to the namespace they were created in and keep working
-    from any thread afterwards, so only their creation needs this.
-    """
-    if netns is None:
-        yield
-        return
-    path = netns if netns.startswith("/") else f"/var/run/netns/{netns}"
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise HostNetworkError(f"network namespace {netns!r} not found ({exc.strerror})") from None
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(saved)
-    finally:
-        os.close(target)
-        os.close(saved)

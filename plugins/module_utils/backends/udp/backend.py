@@ -21,11 +21,10 @@ import os
 import socket
 from typing import Any
 
-from ..deps import netaddr
-from ..errors import HostNetworkError
-from ..lease import Lease
-from ..netconfig import NetworkConfig
-from ..netlink import (
+from ...deps import netaddr
+from ...errors import HostNetworkError
+from ...files import write_file_atomic
+from ...host.netlink import (
     Route,
     ensure_link_attrs,
     ensure_link_up,
@@ -35,12 +34,14 @@ from ..netlink import (
     link_index,
     open_ipr,
 )
-from ..subnet_env import write_file_atomic
-from ..tun import GSO_OFFLOADS, TunDevice, in_netns, open_tun
-from .base import BackendSetup, LocalHost
-from .udp_forwarder import Forwarder, PeerRoute
-from .udp_keeper import Keeper, take_over
-from .udp_wire import WIRE_VERSION
+from ...host.netns import in_netns
+from ...host.tun import GSO_OFFLOADS, TunDevice, open_tun
+from ...subnet.config import NetworkConfig
+from ...subnet.lease import Lease
+from ..base import BackendSetup, LocalHost
+from .forwarder import Forwarder, PeerRoute
+from .keeper import Keeper, take_over
+from .wire import WIRE_VERSION
 
 TUN_NAME = "flannel0"
 ENCAP_OVERHEAD = 28  # IPv4 header + UDP header, as flannel

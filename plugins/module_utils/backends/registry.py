@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..netconfig import NetworkConfig
+from ..subnet.config import NetworkConfig
 from .base import Backend, LocalHost
 
 
@@ -16,16 +16,16 @@ def make_backend(config: NetworkConfig, host: LocalHost, *, udp_fast_path: bool 
     its peer table, so a restarted agent forwards again before etcd answers."""
     kind = config.backend.type
     if kind == "vxlan":
-        from .vxlan import VxlanBackend
+        from .vxlan.backend import VxlanBackend
 
         return VxlanBackend(config, host)
     if kind == "host-gw":
-        from .hostgw import HostGwBackend
+        from .hostgw.backend import HostGwBackend
 
         return HostGwBackend(config, host)
     if kind == "udp":
         # Imported lazily: the udp forwarder (TUN, sockets, threads) is only loaded when used.
-        from .udp import UdpBackend
+        from .udp.backend import UdpBackend
 
         return UdpBackend(config, host, gso=udp_fast_path, state_file=udp_state_file)
     raise ConfigError(f"backend type {kind!r} is not supported; use vxlan, host-gw or udp")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .etcd_conn import DEFAULT_ENDPOINTS, EtcdConnection, EtcdSettings
-from .lease_store import DEFAULT_PREFIX, LeaseStore
+from .connection import DEFAULT_ENDPOINTS, EtcdConnection, EtcdSettings
+from .registry import DEFAULT_PREFIX, LeaseStore
 
 ETCD_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "etcd_endpoints": {"type": "list", "elements": "str", "default": list(DEFAULT_ENDPOINTS)},

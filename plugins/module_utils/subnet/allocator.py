@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from .deps import netaddr
-from .errors import NetworkFullError
-from .subnet_range import SubnetRange
+from ..deps import netaddr
+from ..errors import NetworkFullError
+from .range import SubnetRange
 
 # flannel picks at random among the first 100 free subnets, so that hosts starting at the
 # same time rarely collide while low subnets are still used first.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..deps import netaddr
+from ..errors import HostNetworkError
 from . import netlink as nl
-from .deps import netaddr
-from .errors import HostNetworkError
 
 
 def ensure_bridge_address(bridge: str, address: netaddr.IPNetwork, dry_run: bool = False) -> bool:

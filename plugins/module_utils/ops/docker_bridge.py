@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .bridge import bridge_ipv4, ensure_bridge_address
-from .deps import netaddr
-from .docker_options import DockerBridgeOptions, merge_daemon_json, render_docker_opts
-from .errors import HostNetworkError
-from .subnet_env import read_subnet_env, read_text, write_file_atomic
+from ..deps import netaddr
+from ..errors import HostNetworkError
+from ..files import read_text, write_file_atomic
+from ..host.bridge import bridge_ipv4, ensure_bridge_address
+from ..host.docker_options import DockerBridgeOptions, merge_daemon_json, render_docker_opts
+from ..subnet.env import read_subnet_env
 
 
 @dataclass

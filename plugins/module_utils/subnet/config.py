@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .deps import netaddr
-from .errors import ConfigError
-from .subnet_range import SubnetRange, subnet_range
+from ..deps import netaddr
+from ..errors import ConfigError
+from .range import SubnetRange, subnet_range
 
 BACKEND_TYPES = ("vxlan", "host-gw", "udp")
 # Fields each backend understands (canonical spelling) and their JSON types.

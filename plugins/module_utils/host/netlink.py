@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .deps import MISSING, netaddr, pyroute2
-from .errors import HostNetworkError
+from ..deps import MISSING, netaddr, pyroute2
+from ..errors import HostNetworkError
 
 # Without pyroute2, open_ipr() raises a clear error; nothing else runs without an IPRoute.
 NetlinkError: type[Exception] = pyroute2.NetlinkError if pyroute2 is not None else OSError

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .allocator import is_free, pick_subnet
-from .deps import netaddr
-from .errors import ConfigError, LeaseError
-from .etcd_conn import EtcdConnection
-from .lease import Lease, LeaseAttrs
-from .netconfig import NetworkConfig
-from .subnet_key import encode_subnet_key
-from .watch_stream import WatchBatch, watch_prefix
+from ..deps import netaddr
+from ..errors import ConfigError, LeaseError
+from ..subnet.allocator import is_free, pick_subnet
+from ..subnet.config import NetworkConfig
+from ..subnet.key import encode_subnet_key
+from ..subnet.lease import Lease, LeaseAttrs
+from .connection import EtcdConnection
+from .watch import WatchBatch, watch_prefix
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_TTL = 24 * 3600

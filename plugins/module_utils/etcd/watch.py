@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .deps import etcd3, grpc
-from .errors import EtcdUnavailableError, FlannelError
+from ..deps import etcd3, grpc
+from ..errors import EtcdUnavailableError, FlannelError
 
 
 class WatchCompactedError(FlannelError):

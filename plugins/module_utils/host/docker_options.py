@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import HostNetworkError
+from ..errors import HostNetworkError
 
 DOCKER_OPTS_MODES = ("both", "individual", "combined")
 
