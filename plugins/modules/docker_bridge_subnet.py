@@ -130,6 +130,9 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE
 
+# No third-party imports behind it, so it is safe outside the guard below.
+from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_SUBNET_FILE
+
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
@@ -146,7 +149,7 @@ else:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            subnet_file=dict(type="path", default="/run/flannel/subnet.env"),
+            subnet_file=dict(type="path", default=DEFAULT_SUBNET_FILE),
             subnet=dict(type="str"),
             mtu=dict(type="int"),
             ip_masq=dict(type="bool"),

@@ -134,7 +134,7 @@ try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
     from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
         ETCD_ARGUMENT_SPEC,
-        lease_store,
+        lease_registry,
     )
     from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
         desired_document,
@@ -181,15 +181,15 @@ def main() -> None:
     if p["state"] == "present":
         desired = desired_document(p["network"], p["subnet_len"], p["subnet_min"], p["subnet_max"], p["backend"])
     try:
-        with lease_store(p) as store:
-            outcome = ensure_network_config(store, p["state"], desired, p["force"], module.check_mode)
+        with lease_registry(p) as registry:
+            outcome = ensure_network_config(registry, p["state"], desired, p["force"], module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
                   stranded_leases=outcome.stranded)
     if module._diff and outcome.changed:
         result["diff"] = dict(before=(outcome.before or "") + "\n", after=(outcome.after or "") + "\n",
-                              before_header=store.conn.endpoint.url, after_header=store.conn.endpoint.url)
+                              before_header=registry.conn.endpoint.url, after_header=registry.conn.endpoint.url)
     module.exit_json(**result)
 
 

@@ -144,12 +144,15 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+# No third-party imports behind it, so it is safe outside the guard below.
+from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_LEASE_TTL, DEFAULT_SUBNET_FILE
+
 try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
     from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
         ETCD_ARGUMENT_SPEC,
-        lease_store,
+        lease_registry,
     )
     from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import ensure_lease
 except ImportError:  # pragma: no cover - only when the collection itself is broken
@@ -168,8 +171,8 @@ def main() -> None:
             iface=dict(type="str"),
             subnet=dict(type="str"),
             reservation=dict(type="bool", default=False),
-            ttl=dict(type="int", default=86400),
-            subnet_file=dict(type="str", default="/run/flannel/subnet.env"),
+            ttl=dict(type="int", default=DEFAULT_LEASE_TTL),
+            subnet_file=dict(type="str", default=DEFAULT_SUBNET_FILE),
             ip_masq=dict(type="bool", default=False),
             mtu=dict(type="int"),
         ),
@@ -184,9 +187,9 @@ def main() -> None:
     if p["ttl"] < 10:
         module.fail_json(msg=f"ttl {p['ttl']} is too short; use at least 10 seconds (flannel uses 86400)")
     try:
-        with lease_store(p) as store:
+        with lease_registry(p) as registry:
             out = ensure_lease(
-                store, state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
+                registry, state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
                 reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
                 ip_masq=p["ip_masq"], mtu=p["mtu"], dry_run=module.check_mode,
             )

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
 
-from ..etcd.registry import LeaseStore
+from ..etcd.registry import LeaseRegistry
+from .messages import Message, WatchBatchArrived, WatchEnded
 
 
 class WatchFeed:
-    """Puts ("batch", token, WatchBatch) for every batch and ("watch-error", token, exc) once
-    when the watch ends for any reason other than cancel()."""
+    """Puts a WatchBatchArrived for every batch and one WatchEnded when the watch ends for
+    any reason other than cancel()."""
 
-    def __init__(self, store: LeaseStore, start_revision: int, inbox: queue.SimpleQueue[Any], token: int) -> None:
+    def __init__(self, store: LeaseRegistry, start_revision: int, inbox: queue.SimpleQueue[Message],
+                 token: int) -> None:
         self.start_revision = start_revision
         self.token = token
         self._inbox = inbox
@@ -33,11 +34,11 @@ class WatchFeed:
     def _read(self) -> None:
         try:
             for batch in self._batches:
-                self._inbox.put(("batch", self.token, batch))
+                self._inbox.put(WatchBatchArrived(self.token, batch))
             raise EOFError("the watch stream ended")
         except Exception as exc:  # noqa: BLE001 - any end of the stream is reported to the loop
             if not self._cancelled.is_set():
-                self._inbox.put(("watch-error", self.token, exc))
+                self._inbox.put(WatchEnded(self.token, exc))
 
     def cancel(self) -> None:
         self._cancelled.set()

@@ -15,6 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..defaults import (
+    DEFAULT_ENDPOINTS,
+    DEFAULT_ETCD_TIMEOUT,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_PREFIX,
+    DEFAULT_RENEW_MARGIN_MINUTES,
+    DEFAULT_SUBNET_FILE,
+)
+
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
 _FALSE = {"0", "f", "false", "n", "no", "off"}
 
@@ -37,8 +46,8 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("etcd-endpoints", "list", ["http://127.0.0.1:2379"], "etcd endpoints, comma separated"),
-    Flag("etcd-prefix", "str", "/coreos.com/network", "etcd prefix of the network config and leases"),
+    Flag("etcd-endpoints", "list", list(DEFAULT_ENDPOINTS), "etcd endpoints, comma separated"),
+    Flag("etcd-prefix", "str", DEFAULT_PREFIX, "etcd prefix of the network config and leases"),
     Flag("etcd-cafile", "str", None, "CA file for https etcd endpoints"),
     Flag("etcd-certfile", "str", None, "client certificate for etcd"),
     Flag("etcd-keyfile", "str", None, "client key for etcd"),
@@ -46,18 +55,19 @@ FLAGS: tuple[Flag, ...] = (
     Flag("etcd-password", "str", None, "etcd password"),
     Flag("iface", "list", [], "underlay interface(s) to use, tried in order (default: the default route's)"),
     Flag("public-ip", "str", None, "IP other hosts reach this one on (default: the interface's address)"),
-    Flag("subnet-file", "str", "/run/flannel/subnet.env", "where to write the subnet environment"),
+    Flag("subnet-file", "str", DEFAULT_SUBNET_FILE, "where to write the subnet environment"),
     Flag("ip-masq", "bool", False, "masquerade traffic leaving the overlay network"),
     Flag("iptables-forward-rules", "bool", True, "accept the overlay network in the FORWARD chain"),
     Flag("iptables-resync", "float", 5.0, "seconds between checks of the iptables rules", minimum=0.1),
-    Flag("subnet-lease-renew-margin", "int", 60, "renew the lease this many minutes before it expires", minimum=1),
+    Flag("subnet-lease-renew-margin", "int", DEFAULT_RENEW_MARGIN_MINUTES,
+         "renew the lease this many minutes before it expires", minimum=1),
     Flag("healthz-ip", "str", "0.0.0.0", "address of the /healthz and /readyz endpoint"),
     Flag("healthz-port", "int", 0, "port of the /healthz and /readyz endpoint (0: off)", minimum=0),
     # Ours.
     Flag("reconcile-interval", "float", 2.0, "seconds between data-plane drift repairs", minimum=0.1),
-    Flag("etcd-timeout", "float", 5.0, "seconds an etcd request may take", minimum=0.1),
+    Flag("etcd-timeout", "float", DEFAULT_ETCD_TIMEOUT, "seconds an etcd request may take", minimum=0.1),
     Flag("etcd-probe-interval", "float", 2.0, "seconds between etcd health probes", minimum=0.1),
-    Flag("subnet-lease-ttl", "int", 24 * 3600, "TTL of the lease in seconds", minimum=10),
+    Flag("subnet-lease-ttl", "int", DEFAULT_LEASE_TTL, "TTL of the lease in seconds", minimum=10),
     Flag("udp-fast-path", "bool", True,
          "udp backend: carry GSO super-packets between our agents (false: flannel's per-packet format only)"),
     Flag("v", "int", 0, "log verbosity (0: info, 1 or more: debug)", minimum=0),
@@ -168,7 +178,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
             value = list(flag.default) if isinstance(flag.default, list) else flag.default
         setattr(result, flag.dest, value)
     if not result.etcd_endpoints:
-        parser.error("--etcd-endpoints is empty; give at least one, e.g. http://127.0.0.1:2379")
+        parser.error(f"--etcd-endpoints is empty; give at least one, e.g. {DEFAULT_ENDPOINTS[0]}")
     if result.healthz_port > 65535:
         parser.error(f"--healthz-port {result.healthz_port} is not a port (0-65535)")
     return result

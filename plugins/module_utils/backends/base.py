@@ -22,6 +22,14 @@ class LocalHost:
 
 
 @dataclass(frozen=True)
+class BackendRuntime:
+    """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
+
+    state_dir: str | None = None  # where it may keep state across restarts (None: keep none)
+    fast_path: bool = True  # our own faster wire format between our agents, where it has one (udp)
+
+
+@dataclass(frozen=True)
 class BackendSetup:
     """What setup() returns: data for this host's lease and the overlay MTU."""
 
@@ -32,6 +40,10 @@ class BackendSetup:
 
 class Backend(Protocol):
     """Programs the data plane for one host. All methods are idempotent."""
+
+    @classmethod
+    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Backend:
+        """The backend bound to this host; nothing is set up yet (the registry calls this)."""
 
     def setup(self, config: NetworkConfig, host: LocalHost) -> BackendSetup:
         """Create/adjust this host's devices; return this host's lease data and MTU."""

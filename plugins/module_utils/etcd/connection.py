@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ..defaults import DEFAULT_ENDPOINTS, DEFAULT_ETCD_TIMEOUT
 from ..deps import MISSING, etcd3, grpc
 from ..errors import EtcdSetupError, EtcdUnavailableError
 
 T = TypeVar("T")
-DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
 _SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -37,7 +37,7 @@ class EtcdSettings:
     key_file: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    timeout: float = 5.0
+    timeout: float = DEFAULT_ETCD_TIMEOUT
 
     def parsed_endpoints(self) -> list[Endpoint]:
         if not self.endpoints:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .connection import DEFAULT_ENDPOINTS, EtcdConnection, EtcdSettings
-from .registry import DEFAULT_PREFIX, LeaseStore
+from ..defaults import DEFAULT_ENDPOINTS, DEFAULT_ETCD_TIMEOUT, DEFAULT_PREFIX
+from .connection import EtcdConnection, EtcdSettings
+from .registry import LeaseRegistry
 
 ETCD_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "etcd_endpoints": {"type": "list", "elements": "str", "default": list(DEFAULT_ENDPOINTS)},
@@ -20,7 +21,7 @@ ETCD_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "etcd_key_file": {"type": "path", "no_log": False},
     "etcd_username": {"type": "str"},
     "etcd_password": {"type": "str", "no_log": True},
-    "etcd_timeout": {"type": "float", "default": 5.0},
+    "etcd_timeout": {"type": "float", "default": DEFAULT_ETCD_TIMEOUT},
 }
 
 
@@ -32,15 +33,15 @@ def etcd_settings(params: dict[str, Any]) -> EtcdSettings:
         key_file=params.get("etcd_key_file"),
         username=params.get("etcd_username"),
         password=params.get("etcd_password"),
-        timeout=float(params.get("etcd_timeout") or 5.0),
+        timeout=float(params.get("etcd_timeout") or DEFAULT_ETCD_TIMEOUT),
     )
 
 
 @contextmanager
-def lease_store(params: dict[str, Any]) -> Iterator[LeaseStore]:
-    """The lease store the module's etcd options point at; the connection closes afterwards."""
+def lease_registry(params: dict[str, Any]) -> Iterator[LeaseRegistry]:
+    """The lease registry the module's etcd options point at; the connection closes afterwards."""
     conn = EtcdConnection(etcd_settings(params))
     try:
-        yield LeaseStore(conn, params["etcd_prefix"])
+        yield LeaseRegistry(conn, params["etcd_prefix"])
     finally:
         conn.close()

@@ -1,4 +1,6 @@
-"""The network config and the subnet leases in etcd, in flannel's layout.
+"""The network config and the subnet leases in etcd, in flannel's layout: keys, values,
+transactions, listing and watching. Which lease a host gets is decided elsewhere
+(subnet/acquire.py); this is the store it decides over.
 
 <prefix>/config            the network config JSON
 <prefix>/subnets/<key>     one lease per host, attached to an etcd lease with a TTL;
@@ -7,32 +9,18 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..deps import netaddr
 from ..errors import ConfigError, LeaseError
-from ..subnet.allocator import is_free, pick_subnet
 from ..subnet.config import NetworkConfig
 from ..subnet.key import encode_subnet_key
 from ..subnet.lease import Lease, LeaseAttrs
 from .connection import EtcdConnection
 from .watch import WatchBatch, watch_prefix
-
-DEFAULT_PREFIX = "/coreos.com/network"
-DEFAULT_TTL = 24 * 3600
-# A lost creation race is retried with a new pick (upstream flannel makes it fatal).
-_MAX_RACE_RETRIES = 50
-
-
-@dataclass(frozen=True)
-class AcquireResult:
-    lease: Lease
-    changed: bool
-    action: str  # "kept", "updated", "renewed", "created", "moved"
-    previous: Lease | None = None  # the lease before the change, if any
 
 
 @dataclass(frozen=True)
@@ -46,7 +34,9 @@ class SubnetEvent:
     error: str | None = None  # a malformed key or value, reported, not fatal
 
 
-class LeaseStore:
+class LeaseRegistry:
+    """One etcd prefix of flannel's layout (a LeaseBook for subnet/acquire.py)."""
+
     def __init__(self, conn: EtcdConnection, prefix: str = DEFAULT_PREFIX) -> None:
         if not prefix.startswith("/"):
             raise ConfigError(f"etcd prefix {prefix!r} must start with '/', e.g. {DEFAULT_PREFIX}")
@@ -130,116 +120,12 @@ class LeaseStore:
             return SubnetEvent("put", key_tail, None, revision, error=str(exc))
         return SubnetEvent("put", key_tail, lease, revision)
 
-    # --- acquiring, renewing, releasing ------------------------------------------------
+    # --- creating, rewriting, renewing and deleting leases ------------------------------
 
-    def acquire(
-        self,
-        attrs: LeaseAttrs,
-        ttl: int = DEFAULT_TTL,
-        requested: netaddr.IPNetwork | None = None,
-        previous: netaddr.IPNetwork | None = None,
-        reservation: bool = False,
-        keep_backend_data: bool = False,
-        renew_below: int | None = None,
-        dry_run: bool = False,
-        rand: random.Random | None = None,
-    ) -> AcquireResult:
-        """Get this host (attrs.public_ip) a lease, flannel's way.
-
-        Order: the requested subnet; else a lease already holding our PublicIP (if it still
-        fits the config); else `previous` (from the old subnet.env) if free and fitting;
-        else a random pick among the first 100 free subnets. A key is created in a
-        transaction that requires it not to exist; a lost race re-lists and picks again.
-        keep_backend_data: keep the stored BackendData (the module does not know the agent's
-        VtepMAC). renew_below: refresh the TTL when fewer seconds than this remain.
-        """
-        config = self.get_config()
-        rng = config.network_range
-        if requested is not None and not rng.fits(requested):
-            raise LeaseError(
-                f"requested subnet {requested} is not a /{rng.subnet_len} between {rng.subnet_min} and "
-                f"{rng.subnet_max} of network {rng.network}; pick one that is"
-            )
-        for _attempt in range(_MAX_RACE_RETRIES):
-            leases = self.list_leases(strict=True)[0]
-            mine = [lease for lease in leases if lease.attrs.public_ip == attrs.public_ip]
-            if requested is not None:
-                holder = next((lease for lease in leases if lease.subnet == requested), None)
-                if holder is not None and holder.attrs.public_ip != attrs.public_ip:
-                    raise LeaseError(
-                        f"requested subnet {requested} is held by {holder.attrs.public_ip}; "
-                        "release it there first or request another subnet"
-                    )
-                if holder is not None:
-                    return self._keep(holder, attrs, ttl, reservation, keep_backend_data, renew_below, dry_run)
-                result = self._create(requested, attrs, ttl, reservation, dry_run, moved_from=mine)
-                if result is not None:
-                    return result
-                continue
-            fitting = [lease for lease in mine if rng.fits(lease.subnet)]
-            if fitting:
-                return self._keep(fitting[0], attrs, ttl, reservation, keep_backend_data, renew_below, dry_run)
-            taken = [lease.subnet for lease in leases]
-            if previous is not None and rng.fits(previous) and is_free(previous, taken):
-                choice = previous
-            else:
-                choice = pick_subnet(rng, taken, rand)
-            result = self._create(choice, attrs, ttl, reservation, dry_run, moved_from=mine)
-            if result is not None:
-                return result
-        raise LeaseError(
-            f"could not create a lease after {_MAX_RACE_RETRIES} lost races; is something creating keys "
-            f"under {self.subnets_prefix} in a loop?"
-        )
-
-    def _keep(self, lease: Lease, attrs: LeaseAttrs, ttl: int, reservation: bool, keep_backend_data: bool,
-              renew_below: int | None, dry_run: bool) -> AcquireResult:
-        wanted = attrs
-        if keep_backend_data and _same_backend(lease.attrs.backend_type, attrs.backend_type):
-            # The module cannot know what the agent advertises (VtepMAC, fast path): keep it.
-            wanted = replace(attrs, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
-        key = self.subnets_prefix + lease.key
-        if wanted == lease.attrs and (lease.is_reservation or not reservation):
-            if lease.is_reservation or renew_below is None or self._remaining(lease) >= renew_below:
-                return AcquireResult(lease, False, "kept")
-            if not dry_run:
-                self.conn.call(lambda c: list(c.refresh_lease(lease.etcd_lease_id)))
-            return AcquireResult(lease, True, "renewed", lease)
-        # Data changed, or an ordinary lease becomes a reservation. A reservation stays one.
-        to_reservation = reservation or lease.is_reservation
-        lease_id = 0 if to_reservation else lease.etcd_lease_id  # keep the expiry when only data changes
-        if dry_run:
-            return AcquireResult(replace(lease, attrs=wanted, etcd_lease_id=lease_id), True, "updated", lease)
-
-        def txn(client: Any) -> tuple[bool, int, int]:
-            tx = client.transactions
-            ok, _responses = client.transaction(
-                compare=[tx.mod(key) == lease.mod_revision],
-                success=[tx.put(key, wanted.to_json(), lease=lease_id or None)],
-                failure=[],
-            )
-            if not ok:
-                return False, 0, 0
-            return True, lease_id, client.get(key)[1].mod_revision
-        ok, lease_id, mod_rev = self.conn.call(txn)
-        if not ok:
-            raise LeaseError(f"lease {key} changed while it was being updated; run again")
-        updated = replace(lease, attrs=wanted, etcd_lease_id=lease_id, mod_revision=mod_rev)
-        return AcquireResult(updated, True, "updated", lease)
-
-    def _remaining(self, lease: Lease) -> int:
-        info = self.conn.call(lambda c: c.get_lease_info(lease.etcd_lease_id))
-        return int(info.TTL)
-
-    def _create(self, subnet: netaddr.IPNetwork, attrs: LeaseAttrs, ttl: int, reservation: bool,
-                dry_run: bool, moved_from: list[Lease]) -> AcquireResult | None:
-        """Create the key if it does not exist; None when another host won the race."""
+    def create(self, subnet: netaddr.IPNetwork, attrs: LeaseAttrs, ttl: int, reservation: bool) -> Lease | None:
+        """Create the key for subnet in a transaction that requires it not to exist; None when
+        it exists (another host won the race). reservation: no etcd lease, so no TTL."""
         key = self.subnets_prefix + encode_subnet_key(subnet)
-        new = Lease(subnet, attrs)
-        action = "moved" if moved_from else "created"
-        previous = moved_from[0] if moved_from else None
-        if dry_run:
-            return AcquireResult(new, True, action, previous)
 
         def txn(client: Any) -> tuple[bool, int, int]:
             lease_id = 0 if reservation else client.lease(ttl).id
@@ -255,14 +141,36 @@ class LeaseStore:
                 return False, 0, 0
             return True, lease_id, client.get(key)[1].mod_revision
         ok, lease_id, mod_rev = self.conn.call(txn)
-        if not ok:
-            return None
-        # Asking for a specific subnet moves this host: its old leases go.
-        for old in moved_from:
-            self._delete(old)
-        return AcquireResult(replace(new, etcd_lease_id=lease_id, mod_revision=mod_rev), True, action, previous)
+        return Lease(subnet, attrs, lease_id, mod_rev) if ok else None
 
-    def renew(self, lease: Lease, ttl: int = DEFAULT_TTL) -> Lease:
+    def update(self, lease: Lease, attrs: LeaseAttrs, etcd_lease_id: int) -> Lease:
+        """Rewrite the lease's value, attached to etcd_lease_id (0: none, a reservation), if
+        the key is still as read; LeaseError when it changed meanwhile."""
+        key = self.subnets_prefix + lease.key
+
+        def txn(client: Any) -> tuple[bool, int]:
+            tx = client.transactions
+            ok, _responses = client.transaction(
+                compare=[tx.mod(key) == lease.mod_revision],
+                success=[tx.put(key, attrs.to_json(), lease=etcd_lease_id or None)],
+                failure=[],
+            )
+            return (True, client.get(key)[1].mod_revision) if ok else (False, 0)
+        ok, mod_rev = self.conn.call(txn)
+        if not ok:
+            raise LeaseError(f"lease {key} changed while it was being updated; run again")
+        return replace(lease, attrs=attrs, etcd_lease_id=etcd_lease_id, mod_revision=mod_rev)
+
+    def refresh(self, lease: Lease) -> None:
+        """A fresh TTL for the lease's etcd lease (same TTL as granted)."""
+        self.conn.call(lambda c: list(c.refresh_lease(lease.etcd_lease_id)))
+
+    def remaining(self, lease: Lease) -> int:
+        """Seconds the lease's etcd lease has left (-1 when it is gone)."""
+        info = self.conn.call(lambda c: c.get_lease_info(lease.etcd_lease_id))
+        return int(info.TTL)
+
+    def renew(self, lease: Lease, ttl: int = DEFAULT_LEASE_TTL) -> Lease:
         """Give an ordinary lease a fresh TTL; a reservation is left as it is.
 
         A lease deleted or taken over by someone else is reported (LeaseError), never
@@ -298,22 +206,10 @@ class LeaseStore:
         """Seconds until the etcd lease expires (None for a reservation, -1 when already gone)."""
         if lease.is_reservation:
             return None
-        ttl = self._remaining(lease)
-        return float(ttl)
+        return float(self.remaining(lease))
 
-    def release(self, public_ip: str, subnet: netaddr.IPNetwork | None = None, dry_run: bool = False) -> list[Lease]:
-        """Delete this host's leases (or just `subnet`, when it is ours); return what went."""
-        leases = self.list_leases(strict=False)[0]
-        gone = [
-            lease for lease in leases
-            if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)
-        ]
-        if not dry_run:
-            for lease in gone:
-                self._delete(lease)
-        return gone
-
-    def _delete(self, lease: Lease) -> None:
+    def delete(self, lease: Lease) -> None:
+        """Delete the key if it is still as read, and revoke its etcd lease."""
         key = self.subnets_prefix + lease.key
 
         def txn(client: Any) -> None:
@@ -333,7 +229,3 @@ class LeaseStore:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
 
-
-def _same_backend(stored: str, wanted: str) -> bool:
-    # flannel's udp leases carry no BackendType; ours may say "udp".
-    return (stored or "udp") == (wanted or "udp")

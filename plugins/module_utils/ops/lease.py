@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..backends.vxlan.mac import vtep_mac
+from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
 from ..errors import LeaseError
-from ..etcd.registry import DEFAULT_TTL, LeaseStore
+from ..etcd.registry import LeaseRegistry
 from ..files import read_text
 from ..host.underlay import find_underlay
-from ..subnet.config import NetworkConfig
+from ..subnet.acquire import AcquireRequest, acquire, release
 from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
 from ..subnet.lease import LeaseAttrs
-
-# Bytes each backend's encapsulation takes from the underlay MTU (flannel's numbers).
-BACKEND_OVERHEAD = {"vxlan": 50, "udp": 28, "host-gw": 0}
 
 
 @dataclass
@@ -35,34 +32,16 @@ class LeaseOutcome:
     subnet_file_after: str | None = None
 
 
-def overlay_mtu(config: NetworkConfig, underlay_mtu: int) -> int:
-    explicit = config.backend.get("MTU") if config.backend.type == "vxlan" else None
-    return int(explicit) if explicit else underlay_mtu - BACKEND_OVERHEAD[config.backend.type]
-
-
-def lease_backend_type(config: NetworkConfig) -> str:
-    # udp leases carry no backend fields (flannel's udp backend sets none).
-    return "" if config.backend.type == "udp" else config.backend.type
-
-
-def lease_backend_data(config: NetworkConfig, public_ip: str) -> dict | None:
-    """What the agent will advertise, where the module can know it: the vxlan VTEP MAC is
-    derived from stable host data, so a lease taken here is complete before the agent runs."""
-    if config.backend.type != "vxlan":
-        return None
-    return {"VNI": config.backend.vni, "VtepMAC": vtep_mac(config.backend.vni, public_ip)}
-
-
-def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface: str | None,
-                 subnet: str | None, reservation: bool, ttl: int = DEFAULT_TTL, subnet_file: str | None,
+def ensure_lease(registry: LeaseRegistry, *, state: str, public_ip: str | None, iface: str | None,
+                 subnet: str | None, reservation: bool, ttl: int = DEFAULT_LEASE_TTL, subnet_file: str | None,
                  ip_masq: bool, mtu: int | None, dry_run: bool) -> LeaseOutcome:
     requested = _parse_subnet(subnet) if subnet else None
     if state == "absent":
         ip = public_ip or find_underlay(iface, None).public_ip
-        gone = store.release(ip, requested, dry_run=dry_run)
+        gone = release(registry, ip, requested, dry_run=dry_run)
         return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
 
-    config = store.get_config()
+    config = registry.get_config()
     underlay = find_underlay(iface, public_ip)
     before = None
     if subnet_file:
@@ -72,18 +51,19 @@ def ensure_lease(store: LeaseStore, *, state: str, public_ip: str | None, iface:
             pass  # unreadable: treated as absent, and rewritten below
     previous_env = parse_subnet_env(before) if before is not None else None
     previous = previous_env.lease_subnet if previous_env is not None else None
-    backend_data = lease_backend_data(config, underlay.public_ip)
-    attrs = LeaseAttrs(underlay.public_ip, None, lease_backend_type(config), backend_data)
-    result = store.acquire(
+    spec = config.backend.spec
+    backend_data = spec.module_lease_data(config.backend, underlay.public_ip)
+    attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type, backend_data)
+    result = acquire(registry, AcquireRequest(
         attrs, ttl=ttl, requested=requested, previous=previous, reservation=reservation,
         keep_backend_data=True, renew_below=ttl // 2, dry_run=dry_run,
-    )
+    ))
     lease = result.lease
     outcome = LeaseOutcome(
         changed=result.changed, action=result.action, public_ip=underlay.public_ip,
         subnet=str(lease.subnet), network=str(config.network),
-        mtu=mtu if mtu is not None else overlay_mtu(config, underlay.mtu), ip_masq=ip_masq,
-        lease_key=store.subnets_prefix + lease.key, reservation=lease.is_reservation,
+        mtu=mtu if mtu is not None else spec.overlay_mtu(config.backend, underlay.mtu), ip_masq=ip_masq,
+        lease_key=registry.subnets_prefix + lease.key, reservation=lease.is_reservation,
     )
     env = SubnetEnv.for_lease(config.network, lease.subnet, outcome.mtu, ip_masq)
     outcome.bip = str(env.subnet)

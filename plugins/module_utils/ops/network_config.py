@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, FlannelError
-from ..etcd.registry import LeaseStore
+from ..etcd.registry import LeaseRegistry
 from ..subnet.config import NetworkConfig
 
 
@@ -37,14 +37,14 @@ def desired_document(network: str, subnet_len: int | None = None, subnet_min: st
     return doc
 
 
-def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any] | None, force: bool,
+def ensure_network_config(registry: LeaseRegistry, state: str, desired: dict[str, Any] | None, force: bool,
                           dry_run: bool) -> ConfigOutcome:
-    raw, mod_revision = store.read_config_raw()
+    raw, mod_revision = registry.read_config_raw()
     before_text = raw.decode("utf-8", "replace") if raw is not None else None
     current: NetworkConfig | None = None
     if raw is not None:
         try:
-            current = NetworkConfig.from_json(raw, where=f"stored config at {store.config_key}")
+            current = NetworkConfig.from_json(raw, where=f"stored config at {registry.config_key}")
         except ConfigError as exc:
             if not force:
                 raise ConfigError(f"{exc}; set force: true to overwrite it") from None
@@ -52,14 +52,14 @@ def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any]
     if state == "absent":
         if raw is None:
             return ConfigOutcome(False, None, None, None, None)
-        leases = store.list_leases(strict=False)[0]
+        leases = registry.list_leases(strict=False)[0]
         if leases and not force:
             raise ConfigError(
-                f"{len(leases)} subnet lease(s) still exist under {store.subnets_prefix}; removing the config "
+                f"{len(leases)} subnet lease(s) still exist under {registry.subnets_prefix}; removing the config "
                 "would strand them. Release them first or set force: true"
             )
         if not dry_run:
-            store.delete_config()
+            registry.delete_config()
         return ConfigOutcome(True, before_text, None, None, None, [lease.key for lease in leases])
 
     if desired is None:
@@ -68,7 +68,7 @@ def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any]
     if current is not None and current.effective() == wanted.effective():
         return ConfigOutcome(False, before_text, before_text, json.loads(raw), current.effective())
 
-    leases = store.list_leases(strict=False)[0]
+    leases = registry.list_leases(strict=False)[0]
     stranded = [lease.key for lease in leases if not wanted.network_range.fits(lease.subnet)]
     if stranded and not force:
         raise ConfigError(
@@ -77,6 +77,6 @@ def ensure_network_config(store: LeaseStore, state: str, desired: dict[str, Any]
             f"{wanted.subnet_min}..{wanted.subnet_max}; keep the old range or set force: true"
         )
     after_text = wanted.to_json()
-    if not dry_run and not store.put_config(wanted, mod_revision):
-        raise FlannelError(f"{store.config_key} was changed by someone else during this run; run again")
+    if not dry_run and not registry.put_config(wanted, mod_revision):
+        raise FlannelError(f"{registry.config_key} was changed by someone else during this run; run again")
     return ConfigOutcome(True, before_text, after_text, wanted.to_dict(), wanted.effective(), stranded)

@@ -11,23 +11,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backends.registry import spec_for
+from ..backends.spec import BackendSpec
+from ..defaults import STORED_DEFAULT_BACKEND
 from ..deps import netaddr
 from ..errors import ConfigError
 from .range import SubnetRange, subnet_range
 
-BACKEND_TYPES = ("vxlan", "host-gw", "udp")
-# Fields each backend understands (canonical spelling) and their JSON types.
-_BACKEND_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "vxlan": {"VNI": int, "Port": int, "GBP": bool, "DirectRouting": bool, "Learning": bool,
-              "MTU": int, "MacPrefix": str},
-    "host-gw": {},
-    "udp": {"Port": int},
-}
-_BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vxlan": {"VNI": 1, "Port": 8472, "GBP": False, "DirectRouting": False, "Learning": False},
-    "host-gw": {},
-    "udp": {"Port": 8285},
-}
 # Top-level keys (canonical spelling) this model knows.
 _KNOWN_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend", "EnableIPv4",
                "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
@@ -68,20 +58,20 @@ class BackendConfig:
             raise ConfigError(f"Backend: key 'Type' is given twice ({', '.join(type_keys)}; keys are case-insensitive)")
         type_key = type_keys[0] if type_keys else None
         btype = doc.get(type_key, default_type) if type_key else default_type
-        if btype not in BACKEND_TYPES:
-            raise ConfigError(
-                f"backend type {btype!r} is not supported; use one of {', '.join(BACKEND_TYPES)}"
-            )
+        spec = spec_for(btype)
         rest = {k: v for k, v in doc.items() if k != type_key}
-        known = tuple(_BACKEND_FIELDS[btype])
-        found, extra = _fold(rest, known, f"Backend ({btype})")
+        found, extra = _fold(rest, tuple(spec.fields), f"Backend ({btype})")
         for name, value in found.items():
-            _check_field(btype, name, value)
+            spec.fields[name].check(name, value)
         return cls(btype, found, extra)
+
+    @property
+    def spec(self) -> BackendSpec:
+        return spec_for(self.type)
 
     def get(self, name: str) -> Any:
         """A field's value, defaults applied."""
-        return self.fields.get(name, _BACKEND_DEFAULTS[self.type].get(name))
+        return self.fields.get(name, self.spec.default(name))
 
     @property
     def vni(self) -> int:
@@ -90,7 +80,7 @@ class BackendConfig:
     @property
     def port(self) -> int:
         # flannel treats Port 0 as "the backend's default".
-        return int(self.get("Port") or _BACKEND_DEFAULTS[self.type].get("Port", 0))
+        return int(self.get("Port") or self.spec.default("Port") or 0)
 
     @property
     def direct_routing(self) -> bool:
@@ -100,25 +90,10 @@ class BackendConfig:
         return {"Type": self.type, **self.fields, **self.extra}
 
     def effective(self) -> dict[str, Any]:
-        doc = {"Type": self.type, **_BACKEND_DEFAULTS[self.type], **self.fields, **self.extra}
+        doc = {"Type": self.type, **self.spec.defaults(), **self.fields, **self.extra}
         if "Port" in doc:
             doc["Port"] = self.port  # Port 0 means the default port
         return doc
-
-
-def _check_field(btype: str, name: str, value: Any) -> None:
-    expected = _BACKEND_FIELDS[btype][name]
-    # bool is an int in Python; a JSON true is not a valid VNI.
-    if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-        raise ConfigError(
-            f"Backend {name} {value!r} must be a {getattr(expected, '__name__', expected)}"
-        )
-    if name == "VNI" and not 0 <= value <= 16777215:
-        raise ConfigError(f"Backend VNI {value} is out of range; use 0..16777215")
-    if name == "Port" and not 0 <= value <= 65535:
-        raise ConfigError(f"Backend Port {value} is out of range; use 0..65535 (0: the default)")
-    if name == "MTU" and not 0 <= value <= 65535:
-        raise ConfigError(f"Backend MTU {value} is out of range")
 
 
 @dataclass(frozen=True)
@@ -166,7 +141,8 @@ class NetworkConfig:
         return cls.from_dict(doc, where=where)
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "network config", default_backend: str = "udp") -> NetworkConfig:
+    def from_dict(cls, doc: Any, where: str = "network config",
+                  default_backend: str = STORED_DEFAULT_BACKEND) -> NetworkConfig:
         """Validate a config document. A missing Backend means udp, as in flannel."""
         if not isinstance(doc, dict):
             raise ConfigError(f"{where} must be a JSON object, got {doc!r}")
@@ -188,7 +164,7 @@ class NetworkConfig:
                                 found.get("IPv6SubnetMin"), found.get("IPv6SubnetMax"), "IPv6")
         backend = BackendConfig.from_dict(found.get("Backend"), default_backend)
         given = dict(found)
-        if "Backend" in given or default_backend != "udp":
+        if "Backend" in given or default_backend != STORED_DEFAULT_BACKEND:
             # Stored without a Backend, the config would read back as udp.
             given["Backend"] = backend.to_dict()
         return cls(given, ipv4, ipv6, backend, extra)

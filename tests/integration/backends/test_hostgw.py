@@ -10,8 +10,8 @@ from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, st
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 

@@ -14,8 +14,8 @@ import pytest
 from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.backend import VxlanBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs

@@ -1,4 +1,4 @@
-"""The lease store against a real etcd: races, renew, release, reservations, watch."""
+"""The lease registry and the acquire policy against a real etcd: races, renew, release, reservations, watch."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pytest
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError, NetworkFullError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import EtcdConnection, EtcdSettings
-from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseStore
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.acquire import AcquireRequest, acquire, release
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import LeaseAttrs
 
 
-def make_store(server, prefix: str, network: str = "10.5.0.0/16", **extra) -> LeaseStore:
-    store = LeaseStore(EtcdConnection(EtcdSettings(endpoints=(server.endpoint,), timeout=5)), prefix)
+def make_store(server, prefix: str, network: str = "10.5.0.0/16", **extra) -> LeaseRegistry:
+    store = LeaseRegistry(EtcdConnection(EtcdSettings(endpoints=(server.endpoint,), timeout=5)), prefix)
     store.put_config(NetworkConfig.from_dict({"Network": network, "Backend": {"Type": "vxlan"}, **extra}), 0)
     return store
 
@@ -34,10 +35,11 @@ def test_fifty_concurrent_acquisitions_get_fifty_distinct_subnets(etcd_server, e
     start = threading.Barrier(50)
 
     def host(i: int) -> None:
-        store = LeaseStore(EtcdConnection(EtcdSettings(endpoints=(etcd_server.endpoint,))), etcd_prefix)
+        store = LeaseRegistry(EtcdConnection(EtcdSettings(endpoints=(etcd_server.endpoint,))), etcd_prefix)
         try:
             start.wait()
-            results[f"192.168.81.{i + 10}"] = str(store.acquire(attrs(f"192.168.81.{i + 10}"), ttl=600).lease.subnet)
+            ip = f"192.168.81.{i + 10}"
+            results[ip] = str(acquire(store, AcquireRequest(attrs(ip), ttl=600)).lease.subnet)
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
         finally:
@@ -57,8 +59,8 @@ def test_fifty_concurrent_acquisitions_get_fifty_distinct_subnets(etcd_server, e
 
 def test_same_public_ip_reuses_its_lease(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    first = store.acquire(attrs("192.168.81.11"), ttl=600)
-    again = store.acquire(attrs("192.168.81.11"), ttl=600)
+    first = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))
+    again = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))
     assert first.changed and first.action == "created"
     assert not again.changed and again.lease.subnet == first.lease.subnet
 
@@ -66,15 +68,15 @@ def test_same_public_ip_reuses_its_lease(etcd_server, etcd_prefix):
 def test_previous_subnet_is_taken_back_when_free(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
     wanted = netaddr.IPNetwork("10.5.77.0/24")
-    got = store.acquire(attrs("192.168.81.11"), ttl=600, previous=wanted)
+    got = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600, previous=wanted))
     assert got.lease.subnet == wanted
-    other = store.acquire(attrs("192.168.81.12"), ttl=600, previous=wanted)
+    other = acquire(store, AcquireRequest(attrs("192.168.81.12"), ttl=600, previous=wanted))
     assert other.lease.subnet != wanted
 
 
 def test_renew_gives_a_fresh_ttl(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    lease = store.acquire(attrs("192.168.81.11"), ttl=30).lease
+    lease = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=30)).lease
     time.sleep(2.2)
     assert store.lease_expires_in(lease) <= 28
     renewed = store.renew(lease, ttl=30)
@@ -86,7 +88,7 @@ def test_renew_gives_a_fresh_ttl(etcd_server, etcd_prefix):
 
 def test_renew_of_a_deleted_lease_is_an_error(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    lease = store.acquire(attrs("192.168.81.11"), ttl=60).lease
+    lease = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=60)).lease
     etcd_server.etcdctl("del", f"{etcd_prefix}/subnets/{lease.key}")
     with pytest.raises(LeaseError, match="gone or no longer ours"):
         store.renew(lease, ttl=60)
@@ -94,8 +96,8 @@ def test_renew_of_a_deleted_lease_is_an_error(etcd_server, etcd_prefix):
 
 def test_leases_expire_but_reservations_do_not(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    short = store.acquire(attrs("192.168.81.11"), ttl=2).lease
-    reserved = store.acquire(attrs("192.168.81.12"), reservation=True).lease
+    short = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=2)).lease
+    reserved = acquire(store, AcquireRequest(attrs("192.168.81.12"), reservation=True)).lease
     assert reserved.is_reservation and not short.is_reservation
     deadline = time.monotonic() + 15
     while store.get_lease(short.subnet) is not None and time.monotonic() < deadline:
@@ -103,38 +105,38 @@ def test_leases_expire_but_reservations_do_not(etcd_server, etcd_prefix):
     assert store.get_lease(short.subnet) is None
     assert store.get_lease(reserved.subnet) is not None
     # acquiring again with reservation=False keeps it a reservation (never converted)
-    again = store.acquire(attrs("192.168.81.12"), ttl=60)
+    again = acquire(store, AcquireRequest(attrs("192.168.81.12"), ttl=60))
     assert again.lease.is_reservation and not again.changed
     assert store.renew(again.lease) == again.lease
 
 
 def test_release_deletes_only_this_hosts_leases(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    mine = store.acquire(attrs("192.168.81.11"), ttl=600).lease
-    theirs = store.acquire(attrs("192.168.81.12"), ttl=600).lease
-    assert [lease.subnet for lease in store.release("192.168.81.11", dry_run=True)] == [mine.subnet]
+    mine = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600)).lease
+    theirs = acquire(store, AcquireRequest(attrs("192.168.81.12"), ttl=600)).lease
+    assert [lease.subnet for lease in release(store, "192.168.81.11", dry_run=True)] == [mine.subnet]
     assert store.get_lease(mine.subnet) is not None
-    assert [lease.subnet for lease in store.release("192.168.81.11")] == [mine.subnet]
+    assert [lease.subnet for lease in release(store, "192.168.81.11")] == [mine.subnet]
     assert store.get_lease(mine.subnet) is None
     assert store.get_lease(theirs.subnet) is not None
-    assert store.release("192.168.81.11") == []
+    assert release(store, "192.168.81.11") == []
 
 
 def test_requested_subnet_held_by_another_host_is_refused(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    theirs = store.acquire(attrs("192.168.81.12"), ttl=600).lease
+    theirs = acquire(store, AcquireRequest(attrs("192.168.81.12"), ttl=600)).lease
     with pytest.raises(LeaseError, match="held by 192.168.81.12"):
-        store.acquire(attrs("192.168.81.11"), requested=theirs.subnet)
+        acquire(store, AcquireRequest(attrs("192.168.81.11"), requested=theirs.subnet))
     with pytest.raises(LeaseError, match="not a /24 between"):
-        store.acquire(attrs("192.168.81.11"), requested=netaddr.IPNetwork("10.9.1.0/24"))
+        acquire(store, AcquireRequest(attrs("192.168.81.11"), requested=netaddr.IPNetwork("10.9.1.0/24")))
 
 
 def test_full_network_is_a_clear_error(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix, network="10.8.0.0/28")  # 3 usable /30s
     for i in range(3):
-        store.acquire(attrs(f"192.168.81.{11 + i}"), ttl=600)
+        acquire(store, AcquireRequest(attrs(f"192.168.81.{11 + i}"), ttl=600))
     with pytest.raises(NetworkFullError, match="10.8.0.0/28 is full"):
-        store.acquire(attrs("192.168.81.20"), ttl=600)
+        acquire(store, AcquireRequest(attrs("192.168.81.20"), ttl=600))
 
 
 def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix):
@@ -150,8 +152,8 @@ def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix
 
     thread = threading.Thread(target=collect, daemon=True)
     thread.start()
-    lease = store.acquire(attrs("192.168.81.11"), ttl=600).lease
-    store.release("192.168.81.11")
+    lease = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600)).lease
+    release(store, "192.168.81.11")
     etcd_server.etcdctl("put", f"{etcd_prefix}/subnets/10.5.9.0-24", "{not json")
     deadline = time.monotonic() + 10
     while len(seen) < 3 and time.monotonic() < deadline:
@@ -171,9 +173,9 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     server = EtcdServer().start()
     try:
         store = make_store(server, etcd_prefix)
-        store.acquire(attrs("192.168.81.11"), ttl=600)
+        acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))
         _unused, revision, _unused = store.list_leases()
-        store.release("192.168.81.11")
+        release(store, "192.168.81.11")
         server.etcdctl("compact", str(revision + 1))
         batches, cancel = store.watch(revision)
         with pytest.raises(WatchCompactedError):

@@ -18,7 +18,8 @@ from ...errors import HostNetworkError
 from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
-from ..base import BackendSetup, LocalHost
+from ..base import BackendRuntime, BackendSetup, LocalHost
+from . import SPEC
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,15 @@ log = logging.getLogger(__name__)
 class HostGwBackend:
     """flannel's host-gw backend for one host. Thread-safe."""
 
-    backend_type = "host-gw"
-
     def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
         self._config = config
         self._host = host
         self._lock = threading.Lock()
         self._own_subnet: netaddr.IPNetwork | None = None
+
+    @classmethod
+    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> HostGwBackend:
+        return cls(config, host)
 
     # ---- Backend protocol ------------------------------------------------------------------
 
@@ -45,7 +48,7 @@ class HostGwBackend:
                 self._host = host
             with nl.open_ipr(self._host.netns) as ipr:
                 self._check_underlay(ipr)
-        return BackendSetup("host-gw", None, self._host.iface_mtu)
+        return BackendSetup(SPEC.lease_type, None, SPEC.overlay_mtu(self._config.backend, self._host.iface_mtu))
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
         self._own_subnet = netaddr.IPNetwork(own_subnet).cidr
@@ -103,7 +106,7 @@ class HostGwBackend:
 
     def _plan(self, ipr: Any, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> nl.Route | None:
         attrs = lease.attrs
-        if attrs.backend_type != "host-gw" or attrs.public_ip == self._host.public_ip:
+        if attrs.backend_type != SPEC.lease_type or attrs.public_ip == self._host.public_ip:
             log.debug("host-gw: skipping lease %s (type %r, PublicIP %s)", lease.key,
                       attrs.backend_type, attrs.public_ip)
             return None

@@ -38,13 +38,14 @@ from ...host.netns import in_netns
 from ...host.tun import GSO_OFFLOADS, TunDevice, open_tun
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
-from ..base import BackendSetup, LocalHost
+from ..base import BackendRuntime, BackendSetup, LocalHost
+from . import OVERHEAD, SPEC
 from .forwarder import Forwarder, PeerRoute
 from .keeper import Keeper, take_over
 from .wire import WIRE_VERSION
 
 TUN_NAME = "flannel0"
-ENCAP_OVERHEAD = 28  # IPv4 header + UDP header, as flannel
+STATE_FILE = "udp-peers.json"  # in the runtime state dir: the peer table across restarts
 FAST_PATH_KEY = "Overlaynet"
 SOCKET_BUFFER = 8 * 1024 * 1024  # room for bursts of 64 KiB datagrams
 IP_MTU_DISCOVER = 10  # <linux/in.h>; not exported by the socket module
@@ -66,8 +67,6 @@ def advertises_fast_path(lease: Lease) -> bool:
 class UdpBackend:
     """Backend protocol implementation for `Backend.Type: udp`."""
 
-    backend_type = "udp"
-
     def __init__(self, config: NetworkConfig, host: LocalHost, *, gso: bool = True,
                  tun_name: str = TUN_NAME, state_file: str | None = None) -> None:
         self.config = config
@@ -87,16 +86,21 @@ class UdpBackend:
         self._kept: tuple[int, int] | None = None  # the (tun fd, socket fd) our keeper holds
         self._took_over = False
 
+    @classmethod
+    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> UdpBackend:
+        state = os.path.join(runtime.state_dir, STATE_FILE) if runtime.state_dir else None
+        return cls(config, host, gso=runtime.fast_path, state_file=state)
+
     # --- Backend protocol --------------------------------------------------------------
 
     def setup(self, config: NetworkConfig | None = None, host: LocalHost | None = None) -> BackendSetup:
         self.config = config or self.config
         self.host = host or self.host
-        self.mtu = self.host.iface_mtu - ENCAP_OVERHEAD
+        self.mtu = SPEC.overlay_mtu(self.config.backend, self.host.iface_mtu)
         if self.mtu < 576:
             raise HostNetworkError(
                 f"interface {self.host.iface} has MTU {self.host.iface_mtu}; the udp backend needs at "
-                f"least {576 + ENCAP_OVERHEAD} (flannel0 MTU = underlay MTU - {ENCAP_OVERHEAD})"
+                f"least {576 + OVERHEAD} (flannel0 MTU = underlay MTU - {OVERHEAD})"
             )
         if not self._routes:
             self._routes = self._load_state()
@@ -107,7 +111,7 @@ class UdpBackend:
         self._ensure_socket()
         self._ensure_forwarder()
         # flannel's udp leases carry no BackendType; the fast path is advertised in BackendData.
-        return BackendSetup("", fast_path_data() if self.gso else None, self.mtu)
+        return BackendSetup(SPEC.lease_type, fast_path_data() if self.gso else None, self.mtu)
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
         if not self.mtu:

@@ -25,12 +25,12 @@ from ...errors import HostNetworkError
 from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
-from ..base import BackendSetup, LocalHost
+from ..base import BackendRuntime, BackendSetup, LocalHost
+from . import SPEC, backend_data
 from .mac import vtep_mac
 
 log = logging.getLogger(__name__)
 
-VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -46,8 +46,6 @@ class _PeerPlan:
 class VxlanBackend:
     """flannel's vxlan backend for one host (see the module doc). Thread-safe."""
 
-    backend_type = "vxlan"
-
     def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
         self._config = config
         self._host = host
@@ -57,6 +55,10 @@ class VxlanBackend:
         # The peers last given (add/remove/reconcile): re-programmed at once when the device
         # had to be recreated or its MAC reset (the kernel flushes the neighbours then).
         self._peers: dict[str, Lease] = {}
+
+    @classmethod
+    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> VxlanBackend:
+        return cls(config, host)
 
     @property
     def device_name(self) -> str:
@@ -68,7 +70,7 @@ class VxlanBackend:
 
     @property
     def mtu(self) -> int:
-        return int(self._config.backend.get("MTU") or self._host.iface_mtu - VXLAN_OVERHEAD)
+        return SPEC.overlay_mtu(self._config.backend, self._host.iface_mtu)
 
     # ---- Backend protocol ------------------------------------------------------------------
 
@@ -81,7 +83,7 @@ class VxlanBackend:
                 self._host = host
             self._mac = vtep_mac(self._config.backend.vni, self._host.public_ip)
             self._ensure_and_resync()
-        return BackendSetup("vxlan", {"VNI": self._config.backend.vni, "VtepMAC": self._mac}, self.mtu)
+        return BackendSetup(SPEC.lease_type, backend_data(self._config.backend.vni, self._mac), self.mtu)
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
         """Address flannel.<VNI> with our subnet's network address /32 and bring it up."""
@@ -249,7 +251,7 @@ class VxlanBackend:
               underlay_nets: list[netaddr.IPNetwork] | None = None) -> _PeerPlan | None:
         attrs = lease.attrs
         mac = _vtep_mac_of(lease)
-        if attrs.backend_type != "vxlan" or mac is None or attrs.public_ip == self._host.public_ip:
+        if attrs.backend_type != SPEC.lease_type or mac is None or attrs.public_ip == self._host.public_ip:
             log.debug("vxlan: skipping lease %s (type %r, data %r, PublicIP %s)", lease.key,
                       attrs.backend_type, attrs.backend_data, attrs.public_ip)
             return None
