@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import BACKEND_TYPES
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import ConfigError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import BACKEND_TYPES, NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.range import subnet_range
 
 NET = "10.3.0.0/16"

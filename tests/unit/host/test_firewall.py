@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.host import firewall
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NETWORK, SUBNET = "10.5.0.0/16", "10.5.72.0/24"
 
 
