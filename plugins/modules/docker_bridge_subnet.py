@@ -137,6 +137,7 @@ try:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
     from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.docker_bridge import (
+        DockerOptsFile,
         bridge_options,
         ensure_docker_bridge,
     )
@@ -174,12 +175,10 @@ def main() -> None:
         daemon_json = None
     try:
         opts = bridge_options(p["subnet_file"], p["subnet"], p["mtu"], p["ip_masq"])
-        out = ensure_docker_bridge(
-            opts, bridge=p["bridge"], daemon_json=daemon_json, docker_opts_file=p["docker_opts_file"],
-            docker_opts_key=p["docker_opts_key"], docker_opts_mode=p["docker_opts_mode"],
-            docker_opts_ip_masq=p["docker_opts_ip_masq"], configure_bridge=p["configure_bridge"],
-            dry_run=module.check_mode,
-        )
+        docker_opts = DockerOptsFile(p["docker_opts_file"], p["docker_opts_key"], p["docker_opts_mode"],
+                                     p["docker_opts_ip_masq"]) if p["docker_opts_file"] else None
+        out = ensure_docker_bridge(opts, bridge=p["bridge"], daemon_json=daemon_json, docker_opts=docker_opts,
+                                   configure_bridge=p["configure_bridge"], dry_run=module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=out.changed, bip=out.bip, mtu=out.mtu, ip_masq=out.ip_masq,

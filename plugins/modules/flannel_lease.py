@@ -154,7 +154,7 @@ try:
         ETCD_ARGUMENT_SPEC,
         lease_registry,
     )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import ensure_lease
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import LeaseParams, ensure_lease
 except ImportError:  # pragma: no cover - only when the collection itself is broken
     IMPORT_ERROR = traceback.format_exc()
     ETCD_ARGUMENT_SPEC = {}
@@ -188,11 +188,12 @@ def main() -> None:
         module.fail_json(msg=f"ttl {p['ttl']} is too short; use at least 10 seconds (flannel uses 86400)")
     try:
         with lease_registry(p) as registry:
-            out = ensure_lease(
-                registry, state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
+            params = LeaseParams(
+                state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
                 reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
-                ip_masq=p["ip_masq"], mtu=p["mtu"], dry_run=module.check_mode,
+                ip_masq=p["ip_masq"], mtu=p["mtu"],
             )
+            out = ensure_lease(registry, params, dry_run=module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=out.changed, action=out.action, public_ip=out.public_ip)

@@ -7,6 +7,7 @@ Listing the peers and READY follow in daemon.py, once the loop's pieces exist.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import os
@@ -14,7 +15,7 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..backends.base import Backend, BackendRuntime, LocalHost
 from ..backends.registry import make_backend
@@ -95,7 +96,7 @@ class BringUp:
     """The steps, in order. What each step opened stays on this object, so the agent can
     close it even when a later step fails."""
 
-    def __init__(self, opts: Any, health: Health, notifier: Notifier, waiter: Waiter,
+    def __init__(self, opts: argparse.Namespace, health: Health, notifier: Notifier, waiter: Waiter,
                  errors: RepeatingErrors) -> None:
         self.opts, self.health, self.notifier, self.waiter, self.errors = opts, health, notifier, waiter, errors
         self.healthz: HealthServer | None = None
@@ -179,6 +180,6 @@ class BringUp:
         log.info("wrote %s: FLANNEL_SUBNET=%s FLANNEL_MTU=%d", path, env.subnet, mtu)
 
 
-def renew_margin(opts: Any) -> int:
+def renew_margin(opts: argparse.Namespace) -> int:
     """--subnet-lease-renew-margin in seconds."""
     return int(opts.subnet_lease_renew_margin) * 60

@@ -3,8 +3,8 @@ on a timer: docker or an operator may flush them at any time."""
 
 from __future__ import annotations
 
+import argparse
 import logging
-from typing import Any
 
 from ..errors import HostNetworkError
 from ..host.firewall import Firewall
@@ -14,7 +14,7 @@ log = logging.getLogger("flannel-agent")
 
 
 class FirewallJob:
-    def __init__(self, opts: Any, network: str, own_subnet: str, errors: RepeatingErrors,
+    def __init__(self, opts: argparse.Namespace, network: str, own_subnet: str, errors: RepeatingErrors,
                  firewall: Firewall | None = None) -> None:
         self._forward = bool(opts.iptables_forward_rules)
         self._masquerade = bool(opts.ip_masq)

@@ -33,7 +33,8 @@ class ConfigField:
         # bool is an int in Python; a JSON true is not a valid VNI.
         if (isinstance(value, bool) and self.kind is not bool) or not isinstance(value, self.kind):
             raise ConfigError(f"Backend {name} {value!r} must be a {self.kind.__name__}")
-        if self.low is not None and self.high is not None and not self.low <= value <= self.high:
+        if isinstance(value, int) and self.low is not None and self.high is not None \
+                and not self.low <= value <= self.high:
             hint = f" ({self.hint})" if self.hint else ""
             raise ConfigError(f"Backend {name} {value} is out of range; use {self.low}..{self.high}{hint}")
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from ..defaults import DEFAULT_ENDPOINTS, DEFAULT_ETCD_TIMEOUT
 from ..deps import MISSING, etcd3, grpc
 from ..errors import EtcdSetupError, EtcdUnavailableError
+from .client import EtcdClient
 
 T = TypeVar("T")
 _SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -87,13 +88,13 @@ class EtcdConnection:
         if settings.cert_file and not any(ep.secure for ep in self.endpoints):
             raise EtcdSetupError("a client certificate was given but no endpoint is https://")
         self._current = 0
-        self._client: Any = None
+        self._client: EtcdClient | None = None
 
     @property
     def endpoint(self) -> Endpoint:
         return self.endpoints[self._current]
 
-    def _connect(self, ep: Endpoint) -> Any:
+    def _connect(self, ep: Endpoint) -> EtcdClient:
         kwargs: dict[str, Any] = {"host": ep.host, "port": ep.port, "timeout": self.settings.timeout}
         if ep.secure:
             ca = self.settings.ca_file or (_SYSTEM_CA if os.path.exists(_SYSTEM_CA) else None)
@@ -104,7 +105,7 @@ class EtcdConnection:
             kwargs.update(user=self.settings.username, password=self.settings.password or "")
         return etcd3.client(**kwargs)
 
-    def call(self, operation: Callable[[Any], T]) -> T:
+    def call(self, operation: Callable[[EtcdClient], T]) -> T:
         """Run operation(client); fail over through every endpoint once before giving up."""
         errors: list[str] = []
         for _attempt in range(len(self.endpoints)):
@@ -126,7 +127,7 @@ class EtcdConnection:
             "check etcd_endpoints, that etcd is running and reachable, and the TLS settings"
         )
 
-    def client(self) -> Any:
+    def client(self) -> EtcdClient:
         """The live client (connecting if needed), for streams such as watches."""
         return self.call(lambda client: client)
 

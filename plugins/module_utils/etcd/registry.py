@@ -9,9 +9,8 @@ transactions, listing and watching. Which lease a host gets is decided elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ..defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..deps import netaddr
@@ -19,6 +18,7 @@ from ..errors import ConfigError, LeaseError
 from ..subnet.config import NetworkConfig
 from ..subnet.key import encode_subnet_key
 from ..subnet.lease import Lease, LeaseAttrs
+from .client import EtcdClient, WatchEvent
 from .connection import EtcdConnection
 from .watch import WatchBatch, watch_prefix
 
@@ -32,6 +32,14 @@ class SubnetEvent:
     lease: Lease | None
     revision: int
     error: str | None = None  # a malformed key or value, reported, not fatal
+
+
+def _mod_revision(client: EtcdClient, key: str) -> int:
+    """The key's mod revision, read right after this client wrote it."""
+    meta = client.get(key)[1]
+    if meta is None:
+        raise LeaseError(f"{key} vanished right after it was written; is something deleting keys in a loop?")
+    return meta.mod_revision
 
 
 class LeaseRegistry:
@@ -62,7 +70,7 @@ class LeaseRegistry:
 
     def put_config(self, config: NetworkConfig, expected_mod_revision: int) -> bool:
         """Store config if the key is still at expected_mod_revision (0: absent); False if it moved."""
-        def txn(client: Any) -> bool:
+        def txn(client: EtcdClient) -> bool:
             tx = client.transactions
             ok, _responses = client.transaction(
                 compare=[tx.mod(self.config_key) == expected_mod_revision],
@@ -79,7 +87,7 @@ class LeaseRegistry:
 
     def list_raw(self) -> tuple[list[tuple[str, bytes, int, int]], int]:
         """(key tail, value, etcd lease id, mod revision) for every subnet key, and the revision."""
-        def fetch(client: Any) -> tuple[list[tuple[str, bytes, int, int]], int]:
+        def fetch(client: EtcdClient) -> tuple[list[tuple[str, bytes, int, int]], int]:
             response = client.get_prefix_response(self.subnets_prefix)
             items = [
                 (kv.key.decode()[len(self.subnets_prefix):], kv.value, kv.lease, kv.mod_revision)
@@ -103,14 +111,14 @@ class LeaseRegistry:
                 problems.append(str(exc))
         return leases, revision, problems
 
-    def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Any]:
+    def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Callable[[], None]]:
         """Batches of events on <prefix>/subnets/ from start_revision, and a cancel function.
 
         The iterator raises EtcdUnavailableError when the stream breaks and
         WatchCompactedError when start_revision is gone (re-list, then watch again)."""
         return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision)
 
-    def decode_event(self, event: Any, revision: int) -> SubnetEvent:
+    def decode_event(self, event: WatchEvent, revision: int) -> SubnetEvent:
         key_tail = event.key.decode()[len(self.subnets_prefix):]
         if type(event).__name__ == "DeleteEvent":
             return SubnetEvent("delete", key_tail, None, revision)
@@ -127,7 +135,7 @@ class LeaseRegistry:
         it exists (another host won the race). reservation: no etcd lease, so no TTL."""
         key = self.subnets_prefix + encode_subnet_key(subnet)
 
-        def txn(client: Any) -> tuple[bool, int, int]:
+        def txn(client: EtcdClient) -> tuple[bool, int, int]:
             lease_id = 0 if reservation else client.lease(ttl).id
             tx = client.transactions
             ok, _responses = client.transaction(
@@ -139,7 +147,7 @@ class LeaseRegistry:
                 if lease_id:
                     client.revoke_lease(lease_id)
                 return False, 0, 0
-            return True, lease_id, client.get(key)[1].mod_revision
+            return True, lease_id, _mod_revision(client, key)
         ok, lease_id, mod_rev = self.conn.call(txn)
         return Lease(subnet, attrs, lease_id, mod_rev) if ok else None
 
@@ -148,14 +156,14 @@ class LeaseRegistry:
         the key is still as read; LeaseError when it changed meanwhile."""
         key = self.subnets_prefix + lease.key
 
-        def txn(client: Any) -> tuple[bool, int]:
+        def txn(client: EtcdClient) -> tuple[bool, int]:
             tx = client.transactions
             ok, _responses = client.transaction(
                 compare=[tx.mod(key) == lease.mod_revision],
                 success=[tx.put(key, attrs.to_json(), lease=etcd_lease_id or None)],
                 failure=[],
             )
-            return (True, client.get(key)[1].mod_revision) if ok else (False, 0)
+            return (True, _mod_revision(client, key)) if ok else (False, 0)
         ok, mod_rev = self.conn.call(txn)
         if not ok:
             raise LeaseError(f"lease {key} changed while it was being updated; run again")
@@ -179,9 +187,9 @@ class LeaseRegistry:
             return lease
         key = self.subnets_prefix + lease.key
 
-        def op(client: Any) -> Lease | None:
+        def op(client: EtcdClient) -> Lease | None:
             value, meta = client.get(key)
-            if value is None or meta.lease_id != lease.etcd_lease_id:
+            if value is None or meta is None or meta.lease_id != lease.etcd_lease_id:
                 return None
             info = client.get_lease_info(lease.etcd_lease_id)
             if info.grantedTTL == ttl and info.TTL > 0:
@@ -195,8 +203,7 @@ class LeaseRegistry:
             if not ok:
                 client.revoke_lease(new_id)
                 return None
-            new_meta = client.get(key)[1]
-            return replace(lease, etcd_lease_id=new_id, mod_revision=new_meta.mod_revision)
+            return replace(lease, etcd_lease_id=new_id, mod_revision=_mod_revision(client, key))
         renewed = self.conn.call(op)
         if renewed is None:
             raise LeaseError(f"lease {key} is gone or no longer ours; it cannot be renewed")
@@ -212,7 +219,7 @@ class LeaseRegistry:
         """Delete the key if it is still as read, and revoke its etcd lease."""
         key = self.subnets_prefix + lease.key
 
-        def txn(client: Any) -> None:
+        def txn(client: EtcdClient) -> None:
             tx = client.transactions
             client.transaction(compare=[tx.mod(key) == lease.mod_revision], success=[tx.delete(key)], failure=[])
             if lease.etcd_lease_id:
@@ -225,7 +232,7 @@ class LeaseRegistry:
     def get_lease(self, subnet: netaddr.IPNetwork) -> Lease | None:
         key_tail = encode_subnet_key(subnet)
         value, meta = self.conn.call(lambda c: c.get(self.subnets_prefix + key_tail))
-        if value is None:
+        if value is None or meta is None:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
 

@@ -19,7 +19,9 @@ def ensure_bridge_address(bridge: str, address: netaddr.IPNetwork, dry_run: bool
                 return True
             nl.call(f"creating bridge {bridge}", ipr.link, "add", ifname=bridge, kind="bridge")
             index = nl.link_index(ipr, bridge)
-        link = nl.get_link(ipr, index)
+        link = nl.get_link(ipr, index) if index is not None else None
+        if index is None or link is None:
+            raise HostNetworkError(f"{bridge} vanished while it was being set up; run again")
         kind = nl.link_kind(link)
         if kind and kind != "bridge":
             raise HostNetworkError(f"{bridge} exists but is a {kind} device, not a bridge; remove it or pick another")

@@ -90,7 +90,8 @@ class Firewall:
         if self._random_fully is None:
             out = self._call([self.iptables, "--version"]).stdout
             found = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
-            self._random_fully = bool(found) and tuple(int(x) for x in found.groups()) >= (1, 6, 2)
+            version = tuple(int(x) for x in found.groups()) if found else ()
+            self._random_fully = version >= (1, 6, 2)
         return self._random_fully
 
     def _call(self, argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..deps import MISSING, netaddr, pyroute2
 from ..errors import HostNetworkError
@@ -36,8 +36,41 @@ IFF_UP = 0x1
 RTN_UNICAST = 1
 
 
+class NetlinkMessage(Protocol):
+    """A pyroute2 message (link, address, route, neighbour, FDB entry): header fields by
+    name, attributes by get("name") or get(("NESTED", "NAME"))."""
+
+    def get(self, key: Any, default: Any = None) -> Any: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+class IPRouteAPI(Protocol):
+    """What the engine uses of pyroute2.IPRoute (pyroute2 ships no type information)."""
+
+    def link_lookup(self, **match: Any) -> list[int]: ...
+
+    def get_links(self, *indexes: int) -> list[NetlinkMessage]: ...
+
+    def get_addr(self, **match: Any) -> list[NetlinkMessage]: ...
+
+    def get_default_routes(self, family: int = ...) -> Iterable[NetlinkMessage]: ...
+
+    def link(self, command: str, **spec: Any) -> Any: ...
+
+    def addr(self, command: str, **spec: Any) -> Any: ...
+
+    def route(self, command: str, **spec: Any) -> Iterable[NetlinkMessage]: ...
+
+    def neigh(self, command: str, **spec: Any) -> Iterable[NetlinkMessage]: ...
+
+    def fdb(self, command: str, **spec: Any) -> Iterable[NetlinkMessage]: ...
+
+    def close(self) -> None: ...
+
+
 @contextmanager
-def open_ipr(netns: str | None = None) -> Iterator[Any]:
+def open_ipr(netns: str | None = None) -> Iterator[IPRouteAPI]:
     """An IPRoute in the named netns (never created here), or in the current one."""
     if pyroute2 is None:
         raise HostNetworkError(f"the pyroute2 package is missing ({MISSING['pyroute2']}); pip install pyroute2")
@@ -86,12 +119,12 @@ def _describe(code: int) -> str:
 
 # ---- links -----------------------------------------------------------------------------
 
-def link_index(ipr: Any, name: str) -> int | None:
+def link_index(ipr: IPRouteAPI, name: str) -> int | None:
     found = dump(f"link {name}", ipr.link_lookup, ifname=name)
     return int(found[0]) if found else None
 
 
-def get_link(ipr: Any, index: int) -> Any | None:
+def get_link(ipr: IPRouteAPI, index: int) -> NetlinkMessage | None:
     """The link message, or None when the index is gone."""
     try:
         return ipr.get_links(index)[0]
@@ -101,27 +134,28 @@ def get_link(ipr: Any, index: int) -> Any | None:
         raise HostNetworkError(f"reading link {index} failed: {_describe(getattr(exc, 'code', 0))}") from None
 
 
-def link_kind(link: Any) -> str:
+def link_kind(link: NetlinkMessage) -> str:
     return link.get(("IFLA_LINKINFO", "IFLA_INFO_KIND")) or ""
 
 
-def link_info_data(link: Any) -> Any:
+def link_info_data(link: NetlinkMessage) -> Any:
     """IFLA_INFO_DATA of a link (e.g. the IFLA_VXLAN_* attributes), or None."""
     return link.get(("IFLA_LINKINFO", "IFLA_INFO_DATA"))
 
 
-def delete_link(ipr: Any, index: int, name: str) -> bool:
+def delete_link(ipr: IPRouteAPI, index: int, name: str) -> bool:
     return call(f"deleting device {name}", ipr.link, "del", index=index, ok=(errno.ENODEV,))
 
 
-def ensure_link_up(ipr: Any, link: Any) -> bool:
+def ensure_link_up(ipr: IPRouteAPI, link: NetlinkMessage) -> bool:
     if link["flags"] & IFF_UP:
         return False
     call(f"bringing {link.get('ifname')} up", ipr.link, "set", index=link["index"], state="up")
     return True
 
 
-def ensure_link_attrs(ipr: Any, link: Any, mtu: int | None = None, address: str | None = None) -> bool:
+def ensure_link_attrs(ipr: IPRouteAPI, link: NetlinkMessage, mtu: int | None = None,
+                     address: str | None = None) -> bool:
     """Set MTU / MAC address where they differ."""
     changes: dict[str, Any] = {}
     if mtu is not None and int(link.get("mtu") or 0) != mtu:
@@ -135,12 +169,12 @@ def ensure_link_attrs(ipr: Any, link: Any, mtu: int | None = None, address: str 
 
 # ---- addresses -------------------------------------------------------------------------
 
-def ipv4_addresses(ipr: Any, index: int) -> list[netaddr.IPNetwork]:
+def ipv4_addresses(ipr: IPRouteAPI, index: int) -> list[netaddr.IPNetwork]:
     return [netaddr.IPNetwork(f"{a.get('address')}/{a['prefixlen']}")
             for a in dump("addresses", ipr.get_addr, family=socket.AF_INET, index=index)]
 
 
-def ensure_only_ipv4_address(ipr: Any, index: int, name: str, address: netaddr.IPNetwork) -> bool:
+def ensure_only_ipv4_address(ipr: IPRouteAPI, index: int, name: str, address: netaddr.IPNetwork) -> bool:
     """Make `address` (ip/prefixlen) the device's only IPv4 address, as flannel does."""
     changed = False
     current = ipv4_addresses(ipr, index)
@@ -154,7 +188,7 @@ def ensure_only_ipv4_address(ipr: Any, index: int, name: str, address: netaddr.I
     return changed
 
 
-def directly_connected(ipr: Any, ip: str, index: int, networks: list[netaddr.IPNetwork] | None = None) -> bool:
+def directly_connected(ipr: IPRouteAPI, ip: str, index: int, networks: list[netaddr.IPNetwork] | None = None) -> bool:
     """Whether `ip` is on a link of interface `index`: inside one of its address prefixes,
     or (failing that) the kernel routes to it without a gateway through that interface."""
     nets = ipv4_addresses(ipr, index) if networks is None else networks
@@ -185,7 +219,7 @@ class Route:
             other.gateway, other.oif, other.onlink, other.proto)
 
 
-def main_routes(ipr: Any) -> dict[netaddr.IPNetwork, Route]:
+def main_routes(ipr: IPRouteAPI) -> dict[netaddr.IPNetwork, Route]:
     """IPv4 unicast routes of the main table with metric 0, by destination (the ones a
     `replace` of ours would hit; routes with other metrics are left to their owners)."""
     routes: dict[netaddr.IPNetwork, Route] = {}
@@ -199,7 +233,7 @@ def main_routes(ipr: Any) -> dict[netaddr.IPNetwork, Route]:
     return routes
 
 
-def ensure_route(ipr: Any, want: Route, current: dict[netaddr.IPNetwork, Route] | None = None) -> bool:
+def ensure_route(ipr: IPRouteAPI, want: Route, current: dict[netaddr.IPNetwork, Route] | None = None) -> bool:
     """Make `want` the main table's route to want.dst (replacing another one to the same dst,
     e.g. one left by upstream flanneld, as flanneld's RouteReplace does)."""
     have = (main_routes(ipr) if current is None else current).get(want.dst)
@@ -217,7 +251,7 @@ def ensure_route(ipr: Any, want: Route, current: dict[netaddr.IPNetwork, Route] 
     return True
 
 
-def delete_route(ipr: Any, dst: netaddr.IPNetwork, proto: int = RTPROT_OVERLAYNET) -> bool:
+def delete_route(ipr: IPRouteAPI, dst: netaddr.IPNetwork, proto: int = RTPROT_OVERLAYNET) -> bool:
     """Delete our route to dst; routes with another protocol are not touched (the kernel
     matches the protocol when it is given)."""
     return call(f"deleting route {dst}", ipr.route, "del", dst=str(dst), table=MAIN_TABLE, proto=proto,
@@ -226,14 +260,14 @@ def delete_route(ipr: Any, dst: netaddr.IPNetwork, proto: int = RTPROT_OVERLAYNE
 
 # ---- neighbours (ARP) --------------------------------------------------------------------
 
-def permanent_neighbours(ipr: Any, index: int) -> dict[str, str]:
+def permanent_neighbours(ipr: IPRouteAPI, index: int) -> dict[str, str]:
     """Permanent IPv4 neighbours on a device: ip -> lladdr."""
     return {n.get("dst"): (n.get("lladdr") or "").lower()
             for n in dump("neighbours", ipr.neigh, "dump", family=socket.AF_INET)
             if n["ifindex"] == index and n["state"] & NUD_PERMANENT and n.get("dst")}
 
 
-def ensure_neighbour(ipr: Any, index: int, ip: str, lladdr: str, current: dict[str, str] | None = None) -> bool:
+def ensure_neighbour(ipr: IPRouteAPI, index: int, ip: str, lladdr: str, current: dict[str, str] | None = None) -> bool:
     have = (permanent_neighbours(ipr, index) if current is None else current).get(ip)
     if have == lladdr.lower():
         return False
@@ -242,13 +276,13 @@ def ensure_neighbour(ipr: Any, index: int, ip: str, lladdr: str, current: dict[s
     return True
 
 
-def delete_neighbour(ipr: Any, index: int, ip: str) -> bool:
+def delete_neighbour(ipr: IPRouteAPI, index: int, ip: str) -> bool:
     return call(f"deleting neighbour {ip}", ipr.neigh, "del", ifindex=index, dst=ip, ok=(errno.ENOENT,))
 
 
 # ---- FDB (vxlan remote per MAC) ----------------------------------------------------------
 
-def fdb_remotes(ipr: Any, index: int) -> dict[str, set[str]]:
+def fdb_remotes(ipr: IPRouteAPI, index: int) -> dict[str, set[str]]:
     """A vxlan device's FDB entries with a remote: mac -> remote IPs."""
     found: dict[str, set[str]] = {}
     for entry in dump("FDB", ipr.fdb, "dump", ifindex=index):
@@ -257,7 +291,7 @@ def fdb_remotes(ipr: Any, index: int) -> dict[str, set[str]]:
     return found
 
 
-def ensure_fdb(ipr: Any, index: int, lladdr: str, dst: str, current: dict[str, set[str]] | None = None) -> bool:
+def ensure_fdb(ipr: IPRouteAPI, index: int, lladdr: str, dst: str, current: dict[str, set[str]] | None = None) -> bool:
     """Exactly one remote `dst` for `lladdr` (flanneld: NeighSet, NTF_SELF, permanent)."""
     mac = lladdr.lower()
     have = (fdb_remotes(ipr, index) if current is None else current).get(mac, set())
@@ -272,6 +306,6 @@ def ensure_fdb(ipr: Any, index: int, lladdr: str, dst: str, current: dict[str, s
     return True
 
 
-def delete_fdb(ipr: Any, index: int, lladdr: str, dst: str) -> bool:
+def delete_fdb(ipr: IPRouteAPI, index: int, lladdr: str, dst: str) -> bool:
     return call(f"deleting FDB {lladdr} dst {dst}", ipr.fdb, "del", ifindex=index, lladdr=lladdr, dst=dst,
                 ok=(errno.ENOENT,))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import HostNetworkError
-from .netlink import open_ipr
+from .netlink import IPRouteAPI, open_ipr
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def find_underlay(iface: str | None = None, public_ip: str | None = None) -> Und
     return Underlay(name, index, mtu, public_ip)
 
 
-def _index_holding(ipr: Any, address: str) -> int:
+def _index_holding(ipr: IPRouteAPI, address: str) -> int:
     for addr in ipr.get_addr(family=2):
         if addr.get("address") == address:
             return int(addr["index"])
@@ -49,7 +48,7 @@ def _index_holding(ipr: Any, address: str) -> int:
     return _default_route_index(ipr)
 
 
-def _default_route_index(ipr: Any) -> int:
+def _default_route_index(ipr: IPRouteAPI) -> int:
     for route in ipr.get_default_routes(family=2):
         oif = route.get("oif")
         if oif:

@@ -50,23 +50,33 @@ def bridge_options(subnet_file: str | None, subnet: str | None, mtu: int | None,
         if bip.ip == bip.network:  # a network was given: docker wants the gateway address
             bip = netaddr.IPNetwork((int(bip.network) + 1, bip.prefixlen), version=4)
     else:
+        assert env is not None  # checked above: no subnet and no env fails
         bip = env.subnet
     the_mtu = mtu if mtu is not None else (env.mtu if env is not None else 1500)
     flannel_masq = ip_masq if ip_masq is not None else (env.ip_masq if env is not None else False)
     return DockerBridgeOptions.from_flannel(str(bip), the_mtu, flannel_masq)
 
 
+@dataclass(frozen=True)
+class DockerOptsFile:
+    """An env file like mk-docker-opts.sh writes (its -d, -k, -i/-c and -m flags)."""
+
+    path: str
+    key: str = "DOCKER_OPTS"
+    mode: str = "both"
+    ip_masq: bool = True  # False: leave --ip-masq out (-m)
+
+
 def ensure_docker_bridge(opts: DockerBridgeOptions, *, bridge: str, daemon_json: str | None,
-                         docker_opts_file: str | None, docker_opts_key: str, docker_opts_mode: str,
-                         docker_opts_ip_masq: bool, configure_bridge: bool, dry_run: bool) -> BridgeOutcome:
+                         docker_opts: DockerOptsFile | None, configure_bridge: bool, dry_run: bool) -> BridgeOutcome:
     outcome = BridgeOutcome(opts.bip, opts.mtu, opts.docker_ip_masq)
     if daemon_json:
         before = read_text(daemon_json)
         text = merge_daemon_json(before, opts, daemon_json)[1]
         outcome.files.append(FileChange(daemon_json, before, text))
-    if docker_opts_file:
-        text = render_docker_opts(opts, docker_opts_key, docker_opts_mode, docker_opts_ip_masq)
-        outcome.files.append(FileChange(docker_opts_file, read_text(docker_opts_file), text))
+    if docker_opts is not None:
+        text = render_docker_opts(opts, docker_opts.key, docker_opts.mode, docker_opts.ip_masq)
+        outcome.files.append(FileChange(docker_opts.path, read_text(docker_opts.path), text))
     for change in outcome.files:
         if change.changed and not dry_run:
             write_file_atomic(change.path, change.after)

@@ -32,49 +32,71 @@ class LeaseOutcome:
     subnet_file_after: str | None = None
 
 
-def ensure_lease(registry: LeaseRegistry, *, state: str, public_ip: str | None, iface: str | None,
-                 subnet: str | None, reservation: bool, ttl: int = DEFAULT_LEASE_TTL, subnet_file: str | None,
-                 ip_masq: bool, mtu: int | None, dry_run: bool) -> LeaseOutcome:
-    requested = _parse_subnet(subnet) if subnet else None
-    if state == "absent":
-        ip = public_ip or find_underlay(iface, None).public_ip
+@dataclass(frozen=True)
+class LeaseParams:
+    """The flannel_lease module's options, as the engine takes them."""
+
+    state: str = "present"
+    public_ip: str | None = None
+    iface: str | None = None
+    subnet: str | None = None  # a specific subnet to hold
+    reservation: bool = False
+    ttl: int = DEFAULT_LEASE_TTL
+    subnet_file: str | None = None
+    ip_masq: bool = False
+    mtu: int | None = None  # None: the backend's MTU for the underlay
+
+
+def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) -> LeaseOutcome:
+    requested = _parse_subnet(params.subnet) if params.subnet else None
+    if params.state == "absent":
+        ip = params.public_ip or find_underlay(params.iface, None).public_ip
         gone = release(registry, ip, requested, dry_run=dry_run)
         return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
 
     config = registry.get_config()
-    underlay = find_underlay(iface, public_ip)
-    before = None
-    if subnet_file:
-        try:
-            before = read_text(subnet_file)
-        except (OSError, UnicodeDecodeError):
-            pass  # unreadable: treated as absent, and rewritten below
+    underlay = find_underlay(params.iface, params.public_ip)
+    before = _read_subnet_file(params.subnet_file)
     previous_env = parse_subnet_env(before) if before is not None else None
-    previous = previous_env.lease_subnet if previous_env is not None else None
     spec = config.backend.spec
-    backend_data = spec.module_lease_data(config.backend, underlay.public_ip)
-    attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type, backend_data)
+    attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type,
+                       spec.module_lease_data(config.backend, underlay.public_ip))
     result = acquire(registry, AcquireRequest(
-        attrs, ttl=ttl, requested=requested, previous=previous, reservation=reservation,
-        keep_backend_data=True, renew_below=ttl // 2, dry_run=dry_run,
+        attrs, ttl=params.ttl, requested=requested,
+        previous=previous_env.lease_subnet if previous_env is not None else None,
+        reservation=params.reservation, keep_backend_data=True, renew_below=params.ttl // 2, dry_run=dry_run,
     ))
     lease = result.lease
+    mtu = params.mtu if params.mtu is not None else spec.overlay_mtu(config.backend, underlay.mtu)
     outcome = LeaseOutcome(
         changed=result.changed, action=result.action, public_ip=underlay.public_ip,
-        subnet=str(lease.subnet), network=str(config.network),
-        mtu=mtu if mtu is not None else spec.overlay_mtu(config.backend, underlay.mtu), ip_masq=ip_masq,
+        subnet=str(lease.subnet), network=str(config.network), mtu=mtu, ip_masq=params.ip_masq,
         lease_key=registry.subnets_prefix + lease.key, reservation=lease.is_reservation,
     )
-    env = SubnetEnv.for_lease(config.network, lease.subnet, outcome.mtu, ip_masq)
+    env = SubnetEnv.for_lease(config.network, lease.subnet, mtu, params.ip_masq)
     outcome.bip = str(env.subnet)
-    if subnet_file:
-        outcome.subnet_file_before = before
-        outcome.subnet_file_after = env.render()
-        if outcome.subnet_file_before != outcome.subnet_file_after:
-            outcome.changed = True
-            if not dry_run:
-                write_subnet_env(subnet_file, env)
+    if params.subnet_file:
+        _update_subnet_file(outcome, params.subnet_file, before, env, dry_run)
     return outcome
+
+
+def _read_subnet_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return read_text(path)
+    except (OSError, UnicodeDecodeError):
+        return None  # unreadable: treated as absent, and rewritten
+
+
+def _update_subnet_file(outcome: LeaseOutcome, path: str, before: str | None, env: SubnetEnv,
+                        dry_run: bool) -> None:
+    outcome.subnet_file_before = before
+    outcome.subnet_file_after = env.render()
+    if outcome.subnet_file_before != outcome.subnet_file_after:
+        outcome.changed = True
+        if not dry_run:
+            write_subnet_env(path, env)
 
 
 def _parse_subnet(text: str) -> netaddr.IPNetwork:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from ...deps import netaddr
 from ...errors import HostNetworkError
@@ -98,13 +97,13 @@ class HostGwBackend:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _check_underlay(self, ipr: Any) -> None:
+    def _check_underlay(self, ipr: nl.IPRouteAPI) -> None:
         if nl.get_link(ipr, self._host.iface_index) is None:
             raise HostNetworkError(
                 f"underlay interface {self._host.iface} (index {self._host.iface_index}) does not exist; "
                 "restart the agent so it finds the interface again")
 
-    def _plan(self, ipr: Any, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> nl.Route | None:
+    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> nl.Route | None:
         attrs = lease.attrs
         if attrs.backend_type != SPEC.lease_type or attrs.public_ip == self._host.public_ip:
             log.debug("host-gw: skipping lease %s (type %r, PublicIP %s)", lease.key,
@@ -118,7 +117,7 @@ class HostGwBackend:
         return nl.Route(lease.subnet.cidr, attrs.public_ip, self._host.iface_index)
 
     @staticmethod
-    def _ensure(ipr: Any, lease: Lease, route: nl.Route, routes: dict | None = None) -> None:
+    def _ensure(ipr: nl.IPRouteAPI, lease: Lease, route: nl.Route, routes: dict | None = None) -> None:
         try:
             nl.ensure_route(ipr, route, routes)
         except HostNetworkError as exc:

@@ -40,8 +40,9 @@ from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ..base import BackendRuntime, BackendSetup, LocalHost
 from . import OVERHEAD, SPEC
-from .forwarder import Forwarder, PeerRoute
+from .forwarder import Forwarder
 from .keeper import Keeper, take_over
+from .table import PeerRoute
 from .wire import WIRE_VERSION
 
 TUN_NAME = "flannel0"

@@ -151,4 +151,5 @@ def _serve(tun_fd: int, sock_fd: int, listen_fd: int, lifeline_fd: int, meta: st
 
 
 if __name__ == "__main__":
-    _serve(*(int(arg) for arg in sys.argv[1:5]), sys.argv[5])
+    tun, sock, listen, lifeline = (int(arg) for arg in sys.argv[1:5])
+    _serve(tun, sock, listen, lifeline, sys.argv[5])

@@ -15,6 +15,7 @@ from typing import Final
 
 MSG_WAITFORONE: Final = 0x10000
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+SLOT = 65600  # > 2 + 10 + 65535: any packet a TUN (gso_max_size 64 KiB) or a datagram can hold
 
 
 class _IoVec(ctypes.Structure):
@@ -143,9 +144,9 @@ class SendBatch:
             hdr.msg_iovlen = 1
         self._msgs_addr = ctypes.addressof(self._msgs)
         self._msg_ptrs = memoryview(self._msgs).cast("B").cast("P")
-        self._msg_sizes = memoryview(self._msgs).cast("B").cast("N")
+        self._msg_sizes = memoryview(self._msgs).cast("B").cast("N")  # type: ignore[call-overload]  # size_t
         self._iov_ptrs = memoryview(self._iovs).cast("B").cast("P")
-        self._iov_sizes = memoryview(self._iovs).cast("B").cast("N")
+        self._iov_sizes = memoryview(self._iovs).cast("B").cast("N")  # type: ignore[call-overload]  # size_t
         self._name_index = [(i * _SIZEOF_MMSG + _OFF_NAME) // _SIZEOF_PTR for i in range(count)]
         self._iovlen_index = [(i * _SIZEOF_MMSG + _OFF_IOVLEN) // _SIZEOF_PTR for i in range(count)]
 

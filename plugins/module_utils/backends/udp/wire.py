@@ -233,15 +233,7 @@ def split_gso(vnet: VnetHdr, pkt: bytes | bytearray | memoryview, segs_per_piece
     # This runs once per MTU-sized segment for flannel-format peers, so the constant parts of
     # both checksums are summed once and each segment only adds the words that change.
     head = _head_struct(is_v4, l4, thl)
-    if is_v4:
-        ip_id0 = _U16.unpack_from(ip_head, 4)[0]
-        ip_fixed = word_sum(ip_head[:2] + ip_head[6:10] + ip_head[12:])  # all but length, id, checksum
-        pseudo_fixed = int.from_bytes(ip_head[12:20], "big") + _PROTO_TCP
-        ip_parts = (ip_head[:2], ip_head[6:10], ip_head[12:])
-    else:
-        ip_id0 = ip_fixed = 0
-        pseudo_fixed = int.from_bytes(ip_head[8:40], "big") + _PROTO_TCP
-        ip_parts = (ip_head[:4], ip_head[6:])
+    ip_id0, ip_fixed, pseudo_fixed, ip_parts = _ip_fixed_parts(ip_head, is_v4)
     seq0 = _U32.unpack_from(tcp_head, 4)[0]
     doff, flags0 = tcp_head[12], tcp_head[13]
     tcp_parts = (tcp_head[:4], tcp_head[8:12], tcp_head[14:16], tcp_head[18:])
@@ -281,6 +273,18 @@ def split_gso(vnet: VnetHdr, pkt: bytes | bytearray | memoryview, segs_per_piece
         seg_index += segs_per_piece
         offset = end
     return pieces
+
+
+def _ip_fixed_parts(ip_head: bytes, is_v4: bool) -> tuple[int, int, int, tuple[bytes, ...]]:
+    """The IP header's parts that no segment changes: (first IPv4 id, checksum sum of the
+    fixed words, pseudo-header sum without the length, the fixed byte runs)."""
+    if is_v4:
+        ip_id0 = _U16.unpack_from(ip_head, 4)[0]
+        ip_fixed = word_sum(ip_head[:2] + ip_head[6:10] + ip_head[12:])  # all but length, id, checksum
+        pseudo_fixed = int.from_bytes(ip_head[12:20], "big") + _PROTO_TCP
+        return ip_id0, ip_fixed, pseudo_fixed, (ip_head[:2], ip_head[6:10], ip_head[12:])
+    pseudo_fixed = int.from_bytes(ip_head[8:40], "big") + _PROTO_TCP
+    return 0, 0, pseudo_fixed, (ip_head[:4], ip_head[6:])
 
 
 _HEAD_STRUCTS: dict[tuple[bool, int, int], struct.Struct] = {}

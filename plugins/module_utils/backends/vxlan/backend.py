@@ -157,7 +157,7 @@ class VxlanBackend:
             spec["vxlan_gbp"] = True
         return spec
 
-    def _incompatible(self, link: Any) -> str | None:
+    def _incompatible(self, link: nl.NetlinkMessage) -> str | None:
         """Why an existing flannel.<VNI> cannot be kept (flanneld recreates it then), or None."""
         kind = nl.link_kind(link)
         if kind != "vxlan":
@@ -190,7 +190,7 @@ class VxlanBackend:
                 for error in self._sync(ipr, index, self._peers):
                     log.warning("%s", error)
 
-    def _ensure_device(self, ipr: Any) -> tuple[int, bool]:
+    def _ensure_device(self, ipr: nl.IPRouteAPI) -> tuple[int, bool]:
         """flannel.<VNI> with our parameters, MAC and MTU, and (once activated) address and up.
         A device with wrong VNI/local/port/... is deleted and recreated (as flanneld does).
         Returns its index and whether its neighbours/FDB/routes were lost (new device, or a
@@ -220,7 +220,7 @@ class VxlanBackend:
             nl.ensure_link_up(ipr, link)
         return int(link["index"]), reset
 
-    def _sync(self, ipr: Any, index: int, peers: dict[str, Lease]) -> list[str]:
+    def _sync(self, ipr: nl.IPRouteAPI, index: int, peers: dict[str, Lease]) -> list[str]:
         """Program every peer from one set of dumps; remove what none needs. Returns the
         errors of peers that could not be programmed."""
         routes = nl.main_routes(ipr)
@@ -247,7 +247,7 @@ class VxlanBackend:
         self._remove_stale(ipr, index, routes, neighbours, remotes, want_routes, want_neigh, want_fdb)
         return errors
 
-    def _plan(self, ipr: Any, lease: Lease, index: int,
+    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
               underlay_nets: list[netaddr.IPNetwork] | None = None) -> _PeerPlan | None:
         attrs = lease.attrs
         mac = _vtep_mac_of(lease)
@@ -263,7 +263,7 @@ class VxlanBackend:
         return _PeerPlan(nl.Route(subnet, gateway, index, onlink=True), (gateway, mac), (mac, attrs.public_ip))
 
     @staticmethod
-    def _apply(ipr: Any, index: int, plan: _PeerPlan, routes: dict | None = None,
+    def _apply(ipr: nl.IPRouteAPI, index: int, plan: _PeerPlan, routes: dict | None = None,
                neighbours: dict | None = None, remotes: dict | None = None) -> None:
         # flanneld's order: ARP and FDB first, the route last, so the kernel never ARPs for .0.
         if plan.neigh:
@@ -272,7 +272,7 @@ class VxlanBackend:
             nl.ensure_fdb(ipr, index, plan.fdb[0], plan.fdb[1], remotes)
         nl.ensure_route(ipr, plan.route, routes)
 
-    def _remove_stale(self, ipr: Any, index: int, routes: dict[netaddr.IPNetwork, nl.Route],
+    def _remove_stale(self, ipr: nl.IPRouteAPI, index: int, routes: dict[netaddr.IPNetwork, nl.Route],
                       neighbours: dict[str, str], remotes: dict[str, set[str]], want_routes: set[netaddr.IPNetwork],
                       want_neigh: set[tuple[str, str]], want_fdb: set[tuple[str, str]]) -> None:
         network = self._config.network
