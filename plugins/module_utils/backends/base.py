@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from ..deps import netaddr
 from ..subnet.config import NetworkConfig
 from ..subnet.lease import Lease
+from .spec import BackendRuntime
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,6 @@ class LocalHost:
     iface_index: int
     iface_mtu: int
     netns: str | None = None  # pyroute2 netns name for tests; None = current namespace
-
-
-@dataclass(frozen=True)
-class BackendRuntime:
-    """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
-
-    state_dir: str | None = None  # where it may keep state across restarts (None: keep none)
-    fast_path: bool = True  # our own faster wire format between our agents, where it has one (udp)
 
 
 @dataclass(frozen=True)

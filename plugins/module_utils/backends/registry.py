@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from . import hostgw, udp, vxlan
-from .spec import BackendSpec
+from .spec import BackendRuntime, BackendSpec
 
 if TYPE_CHECKING:
     from ..subnet.config import NetworkConfig
-    from .base import Backend, BackendRuntime, LocalHost
+    from .base import Backend, LocalHost
 
 _PACKAGES = (vxlan, hostgw, udp)
 SPECS: dict[str, BackendSpec] = {package.SPEC.type: package.SPEC for package in _PACKAGES}
@@ -46,8 +46,6 @@ def same_backend(lease_type_a: str, lease_type_b: str) -> bool:
 
 def make_backend(config: NetworkConfig, host: LocalHost, runtime: BackendRuntime | None = None) -> Backend:
     """The backend for config.backend.type, bound to this host (nothing is set up yet)."""
-    from .base import BackendRuntime
-
     spec = spec_for(config.backend.type)
     package = next(p for p in _PACKAGES if p.SPEC is spec)
     module_name, _sep, class_name = spec.implementation.partition(":")

@@ -44,6 +44,14 @@ def _no_lease_data(_backend: BackendConfig, _public_ip: str) -> dict[str, Any] |
 
 
 @dataclass(frozen=True)
+class BackendRuntime:
+    """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
+
+    state_dir: str | None = None  # where it may keep state across restarts (None: keep none)
+    fast_path: bool = True  # our own faster wire format between our agents, where it has one (udp)
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     type: str  # Backend.Type in the network config
     implementation: str  # "<module>:<class>" inside the backend's package, imported on demand
