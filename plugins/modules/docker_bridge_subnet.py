@@ -125,26 +125,17 @@ restart_required:
   type: bool
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE
 
-# No third-party imports behind it, so it is safe outside the guard below.
 from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_SUBNET_FILE
-
-try:
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.docker_bridge import (
-        DockerOptsFile,
-        bridge_options,
-        ensure_docker_bridge,
-    )
-except ImportError:  # pragma: no cover - only when the collection itself is broken
-    IMPORT_ERROR = traceback.format_exc()
-else:
-    IMPORT_ERROR = None
+from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.docker_bridge import (
+    DockerOptsFile,
+    bridge_options,
+    ensure_docker_bridge,
+)
 
 
 def main() -> None:
@@ -164,8 +155,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if IMPORT_ERROR:
-        module.fail_json(msg="cannot import the overlaynet.flannel engine", exception=IMPORT_ERROR)
     for package in ("netaddr", "pyroute2"):
         if package in MISSING:
             module.fail_json(msg=missing_required_lib(package), exception=MISSING[package])

@@ -125,26 +125,18 @@ stranded_leases:
   elements: str
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
-        ETCD_ARGUMENT_SPEC,
-        lease_registry,
-    )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
-        desired_document,
-        ensure_network_config,
-    )
-except ImportError:  # pragma: no cover - only when the collection itself is broken
-    IMPORT_ERROR = traceback.format_exc()
-    ETCD_ARGUMENT_SPEC = {}
-else:
-    IMPORT_ERROR = None
+from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
+    ETCD_ARGUMENT_SPEC,
+    lease_registry,
+)
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
+    desired_document,
+    ensure_network_config,
+)
 
 
 def main() -> None:
@@ -171,8 +163,6 @@ def main() -> None:
         required_if=[("state", "present", ["network"])],
         supports_check_mode=True,
     )
-    if IMPORT_ERROR:
-        module.fail_json(msg="cannot import the overlaynet.flannel engine", exception=IMPORT_ERROR)
     for package in ("netaddr", "python3-etcd3"):
         if package in MISSING:
             module.fail_json(msg=missing_required_lib(package), exception=MISSING[package])

@@ -140,26 +140,16 @@ ansible_facts:
       returned: when state is present
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-# No third-party imports behind it, so it is safe outside the guard below.
 from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_LEASE_TTL, DEFAULT_SUBNET_FILE
-
-try:
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
-        ETCD_ARGUMENT_SPEC,
-        lease_registry,
-    )
-    from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import LeaseParams, ensure_lease
-except ImportError:  # pragma: no cover - only when the collection itself is broken
-    IMPORT_ERROR = traceback.format_exc()
-    ETCD_ARGUMENT_SPEC = {}
-else:
-    IMPORT_ERROR = None
+from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
+    ETCD_ARGUMENT_SPEC,
+    lease_registry,
+)
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import LeaseParams, ensure_lease
 
 
 def main() -> None:
@@ -178,8 +168,6 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if IMPORT_ERROR:
-        module.fail_json(msg="cannot import the overlaynet.flannel engine", exception=IMPORT_ERROR)
     for package in ("netaddr", "python3-etcd3", "pyroute2"):
         if package in MISSING:
             module.fail_json(msg=missing_required_lib(package), exception=MISSING[package])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from ..deps import netaddr
 from ..subnet.config import NetworkConfig
@@ -29,6 +30,28 @@ class BackendSetup:
     backend_type: str
     backend_data: dict[str, Any] | None
     mtu: int
+
+
+class KernelBackend:
+    """What the backends that only program the kernel (vxlan, host-gw) share: the config and
+    host they are bound to, one lock around every netlink conversation, our subnet."""
+
+    def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
+        self._config = config
+        self._host = host
+        self._lock = threading.Lock()
+        self._own_subnet: netaddr.IPNetwork | None = None
+
+    @classmethod
+    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Self:
+        return cls(config, host)  # nothing of the runtime is needed: the kernel keeps the state
+
+    def _rebind(self, config: NetworkConfig | None, host: LocalHost | None) -> None:
+        """setup() again with a new config or host (under the lock)."""
+        if config is not None:
+            self._config = config
+        if host is not None:
+            self._host = host
 
 
 class Backend(Protocol):

@@ -16,6 +16,7 @@ from ..backends.spec import BackendSpec
 from ..defaults import STORED_DEFAULT_BACKEND
 from ..deps import netaddr
 from ..errors import ConfigError
+from .json_doc import load_json
 from .range import SubnetRange, subnet_range
 
 # Top-level keys (canonical spelling) this model knows.
@@ -132,12 +133,7 @@ class NetworkConfig:
 
     @classmethod
     def from_json(cls, raw: bytes | str, where: str = "network config") -> NetworkConfig:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"{where} is not valid JSON ({exc}): {raw!r}; rewrite it (etcd_network_config with force: true)"
-            ) from None
+        doc = load_json(raw, ConfigError, where, "rewrite it (etcd_network_config with force: true)")
         return cls.from_dict(doc, where=where)
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..deps import netaddr
 from ..errors import LeaseError
+from .json_doc import load_json
 from .key import decode_subnet_key, encode_subnet_key
 
 
@@ -35,13 +36,8 @@ class LeaseAttrs:
 
     @classmethod
     def from_json(cls, raw: bytes | str, where: str = "lease") -> LeaseAttrs:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise LeaseError(
-                f"{where}: stored value is not valid JSON ({exc}): {raw!r}; "
-                "delete or rewrite the key with a flannel lease JSON document"
-            ) from None
+        doc = load_json(raw, LeaseError, f"{where}: stored value",
+                        "delete or rewrite the key with a flannel lease JSON document")
         if not isinstance(doc, dict):
             raise LeaseError(f"{where}: stored value must be a JSON object, got {raw!r}")
         # Go's encoding/json matches field names case-insensitively; so do we.

@@ -10,41 +10,27 @@ HostNetworkError naming the peer; the agent logs it and goes on with the other p
 from __future__ import annotations
 
 import logging
-import threading
 
 from ...deps import netaddr
 from ...errors import HostNetworkError
 from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
-from ..base import BackendRuntime, BackendSetup, LocalHost
+from ..base import BackendSetup, KernelBackend, LocalHost
 from . import SPEC
 
 log = logging.getLogger(__name__)
 
 
-class HostGwBackend:
+class HostGwBackend(KernelBackend):
     """flannel's host-gw backend for one host. Thread-safe."""
-
-    def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
-        self._config = config
-        self._host = host
-        self._lock = threading.Lock()
-        self._own_subnet: netaddr.IPNetwork | None = None
-
-    @classmethod
-    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> HostGwBackend:
-        return cls(config, host)
 
     # ---- Backend protocol ------------------------------------------------------------------
 
     def setup(self, config: NetworkConfig | None = None, host: LocalHost | None = None) -> BackendSetup:
         """Nothing to create; checks the underlay interface exists. MTU = underlay MTU."""
         with self._lock:
-            if config is not None:
-                self._config = config
-            if host is not None:
-                self._host = host
+            self._rebind(config, host)
             with nl.open_ipr(self._host.netns) as ipr:
                 self._check_underlay(ipr)
         return BackendSetup(SPEC.lease_type, None, SPEC.overlay_mtu(self._config.backend, self._host.iface_mtu))

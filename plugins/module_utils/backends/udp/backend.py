@@ -159,8 +159,7 @@ class UdpBackend:
         and the keeper holds the queue and socket for the next agent to take over."""
         self._keeper.release()
         self._kept = None
-        self._detach_socket()
-        self._detach()
+        self._release(tun=True, sock=True)
 
     # --- observability -------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ class UdpBackend:
             index = link_index(ipr, self.tun_name)
             if self._tun is not None and self._ifindex and (index != self._ifindex or self._tun.closed):
                 log.warning("%s was deleted or replaced; re-creating it", self.tun_name)
-                self._detach()
+                self._release(tun=True)
             if self._tun is None:
                 self._tun = open_tun(self.tun_name, vnet_hdr=self.gso, offloads=GSO_OFFLOADS, netns=self.host.netns)
                 index = link_index(ipr, self.tun_name)
@@ -269,15 +268,24 @@ class UdpBackend:
                                                                "bound": [self.host.public_ip, port]})
         self._kept = current
 
-    def _detach(self) -> None:
-        self._keeper.stop()  # it would hold a stale queue
+    def _stop_forwarding(self) -> None:
+        """Before the TUN or the socket goes: the keeper would hold a stale queue or socket,
+        and the forwarder's threads use both."""
+        self._keeper.stop()
         self._kept = None
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None
-        if self._tun is not None:
+
+    def _release(self, *, tun: bool = False, sock: bool = False) -> None:
+        """Let go of flannel0's queue and/or the socket (keeper and forwarder first)."""
+        self._stop_forwarding()
+        if tun and self._tun is not None:
             self._tun.close()
             self._tun = None
+        if sock and self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def _ensure_address_and_route(self) -> None:
         """flannel0 = <own network>/32 (its only IPv4 address); the Network routed via flannel0."""
@@ -293,7 +301,7 @@ class UdpBackend:
         if self._sock is not None and self._sock.fileno() >= 0:
             if self._bound == (self.host.public_ip, port):
                 return
-            self._detach_socket()  # the public IP or the configured port changed
+            self._release(sock=True)  # the public IP or the configured port changed
         with in_netns(self.host.netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -316,16 +324,6 @@ class UdpBackend:
         self._sock = sock
         self._bound = (self.host.public_ip, port)
 
-    def _detach_socket(self) -> None:
-        self._keeper.stop()
-        self._kept = None
-        if self._forwarder is not None:  # its threads use the socket
-            self._forwarder.stop()
-            self._forwarder = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
     def _ensure_forwarder(self) -> None:
         if self._tun is None or self._sock is None:
             return
@@ -336,8 +334,7 @@ class UdpBackend:
             if errors:  # a thread died on an error: get a fresh attachment and socket
                 log.warning("udp forwarder stopped (%s); restarting it",
                             "; ".join(f"{k}: {v}" for k, v in errors.items()))
-                self._detach()
-                self._detach_socket()
+                self._release(tun=True, sock=True)
                 self._ensure_tun()
                 self._ensure_socket()
         if self._forwarder is None:

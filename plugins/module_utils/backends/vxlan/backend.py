@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from ...errors import HostNetworkError
 from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
-from ..base import BackendRuntime, BackendSetup, LocalHost
+from ..base import BackendSetup, KernelBackend, LocalHost
 from . import SPEC, backend_data
 from .mac import vtep_mac
 
@@ -43,22 +42,15 @@ class _PeerPlan:
     fdb: tuple[str, str] | None = None  # (VtepMAC, PublicIP)
 
 
-class VxlanBackend:
+class VxlanBackend(KernelBackend):
     """flannel's vxlan backend for one host (see the module doc). Thread-safe."""
 
     def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
-        self._config = config
-        self._host = host
-        self._lock = threading.Lock()
-        self._own_subnet: netaddr.IPNetwork | None = None
+        super().__init__(config, host)
         self._mac = vtep_mac(config.backend.vni, host.public_ip)
         # The peers last given (add/remove/reconcile): re-programmed at once when the device
         # had to be recreated or its MAC reset (the kernel flushes the neighbours then).
         self._peers: dict[str, Lease] = {}
-
-    @classmethod
-    def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> VxlanBackend:
-        return cls(config, host)
 
     @property
     def device_name(self) -> str:
@@ -77,10 +69,7 @@ class VxlanBackend:
     def setup(self, config: NetworkConfig | None = None, host: LocalHost | None = None) -> BackendSetup:
         """Create (or repair/recreate) flannel.<VNI>; return the lease's BackendData and the MTU."""
         with self._lock:
-            if config is not None:
-                self._config = config
-            if host is not None:
-                self._host = host
+            self._rebind(config, host)
             self._mac = vtep_mac(self._config.backend.vni, self._host.public_ip)
             self._ensure_and_resync()
         return BackendSetup(SPEC.lease_type, backend_data(self._config.backend.vni, self._mac), self.mtu)
