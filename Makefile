@@ -10,7 +10,7 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
 .DEFAULT_GOAL := help
 
-.PHONY: help deps apt venv lint ruff ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
+.PHONY: help deps apt venv lint ruff typecheck ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
@@ -39,6 +39,10 @@ deps: apt venv
 ruff: venv
 	$(BIN)/ruff check .
 
+# mypy over the engine and lab/ (pyproject.toml [tool.mypy]).
+typecheck: venv
+	$(BIN)/mypy
+
 # ansible-test needs the collection at .../ansible_collections/<ns>/<name>: a copy of the tracked files.
 build/sanity-tree: venv
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
@@ -50,7 +54,7 @@ sanity: build/sanity-tree
 	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_24_2.py
 	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 --color no
 
-lint: ruff ansible-lint sanity
+lint: ruff typecheck ansible-lint sanity
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
