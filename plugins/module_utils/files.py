@@ -15,7 +15,6 @@ def read_text(path: str) -> str | None:
         return None
 
 
-
 def write_file_atomic(path: str, content: str, mode: int = 0o644) -> bool:
     """Replace path with content through a rename; False (and no write) when it is already so."""
     try:

@@ -132,7 +132,7 @@ class Agent:
 
     def _dispatch(self, message: Message | None) -> None:
         """Messages of the current watch feed; those of a replaced feed are stale."""
-        if self.feed is None or not isinstance(message, WatchBatchArrived | WatchEnded):
+        if self.feed is None or not isinstance(message, (WatchBatchArrived, WatchEnded)):
             return
         if message.token != self.feed.token:
             return

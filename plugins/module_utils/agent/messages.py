@@ -7,6 +7,7 @@ runs on the main loop's thread, so nothing else needs a lock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 from ..etcd.watch import WatchBatch
 
@@ -28,4 +29,4 @@ class WatchEnded:
     error: Exception  # why the stream ended (anything but our own cancel)
 
 
-Message = Stop | WatchBatchArrived | WatchEnded
+Message = Union[Stop, WatchBatchArrived, WatchEnded]

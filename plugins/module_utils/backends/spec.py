@@ -31,7 +31,7 @@ class ConfigField:
 
     def check(self, name: str, value: Any) -> None:
         # bool is an int in Python; a JSON true is not a valid VNI.
-        if (isinstance(value, bool) and self.kind is not bool) or not isinstance(value, self.kind):
+        if (isinstance(value, bool) and self.kind is not bool) or not issubclass(type(value), self.kind):
             raise ConfigError(f"Backend {name} {value!r} must be a {self.kind.__name__}")
         if isinstance(value, int) and self.low is not None and self.high is not None \
                 and not self.low <= value <= self.high:

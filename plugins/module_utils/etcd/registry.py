@@ -235,4 +235,3 @@ class LeaseRegistry:
         if value is None or meta is None:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
-

@@ -155,7 +155,7 @@ def ensure_link_up(ipr: IPRouteAPI, link: NetlinkMessage) -> bool:
 
 
 def ensure_link_attrs(ipr: IPRouteAPI, link: NetlinkMessage, mtu: int | None = None,
-                     address: str | None = None) -> bool:
+                      address: str | None = None) -> bool:
     """Set MTU / MAC address where they differ."""
     changes: dict[str, Any] = {}
     if mtu is not None and int(link.get("mtu") or 0) != mtu:

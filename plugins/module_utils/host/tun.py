@@ -110,4 +110,3 @@ def delete_persistent(name: str, netns: str | None = None) -> None:
     """Make an unattached persistent TUN non-persistent, which deletes it (tests, uninstall)."""
     dev = open_tun(name, vnet_hdr=False, persist=False, netns=netns)
     dev.close()
-

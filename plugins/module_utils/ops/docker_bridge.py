@@ -38,23 +38,28 @@ def bridge_options(subnet_file: str | None, subnet: str | None, mtu: int | None,
                    ip_masq: bool | None) -> DockerBridgeOptions:
     """Explicit values win; anything not given comes from the subnet file."""
     env = read_subnet_env(subnet_file) if subnet_file else None
-    if subnet is None and env is None:
+    if subnet is not None:
+        bip = _bridge_address(subnet)
+    elif env is not None:
+        bip = env.subnet
+    else:
         raise HostNetworkError(
             f"subnet file {subnet_file!r} is missing or holds no lease; run flannel_lease first or give subnet"
         )
-    if subnet is not None:
-        try:
-            bip = netaddr.IPNetwork(subnet, version=4)
-        except (netaddr.AddrFormatError, ValueError):
-            raise HostNetworkError(f"subnet {subnet!r} is not an IPv4 CIDR such as 10.5.72.1/24") from None
-        if bip.ip == bip.network:  # a network was given: docker wants the gateway address
-            bip = netaddr.IPNetwork((int(bip.network) + 1, bip.prefixlen), version=4)
-    else:
-        assert env is not None  # checked above: no subnet and no env fails
-        bip = env.subnet
     the_mtu = mtu if mtu is not None else (env.mtu if env is not None else 1500)
     flannel_masq = ip_masq if ip_masq is not None else (env.ip_masq if env is not None else False)
     return DockerBridgeOptions.from_flannel(str(bip), the_mtu, flannel_masq)
+
+
+def _bridge_address(subnet: str) -> netaddr.IPNetwork:
+    """An explicit subnet: the bridge's address in it (a network address means its first host)."""
+    try:
+        bip = netaddr.IPNetwork(subnet, version=4)
+    except (netaddr.AddrFormatError, ValueError):
+        raise HostNetworkError(f"subnet {subnet!r} is not an IPv4 CIDR such as 10.5.72.1/24") from None
+    if bip.ip == bip.network:  # a network was given: docker wants the gateway address
+        bip = netaddr.IPNetwork((int(bip.network) + 1, bip.prefixlen), version=4)
+    return bip
 
 
 @dataclass(frozen=True)

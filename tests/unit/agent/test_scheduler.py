@@ -41,6 +41,6 @@ def test_wait_is_capped_and_never_negative():
 
 def test_backoff_doubles_up_to_its_limit_and_resets():
     backoff = Backoff(0.5, 3.0)
-    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert [backoff.next() for _attempt in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.next() == 0.5
