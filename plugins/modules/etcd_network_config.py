@@ -127,6 +127,8 @@ stranded_leases:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import BACKEND_TYPES
+from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_BACKEND
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
@@ -152,7 +154,7 @@ def main() -> None:
                 type="dict",
                 default={},
                 options=dict(
-                    type=dict(type="str", choices=["vxlan", "host-gw", "udp"], default="vxlan"),
+                    type=dict(type="str", choices=list(BACKEND_TYPES), default=DEFAULT_BACKEND),
                     vni=dict(type="int"),
                     port=dict(type="int"),
                     direct_routing=dict(type="bool"),
