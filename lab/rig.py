@@ -137,9 +137,11 @@ class Rig:
     def start_etcd(self, addresses: Sequence[str], names: Sequence[str] | None = None,
                    ns: str | None = None) -> Cluster:
         """etcd members inside *ns* (default: the switch), one per address (which must be
-        there); stopped by :meth:`close`."""
+        there); stopped by :meth:`close`. The first cluster started is :attr:`etcd`."""
         cluster = Cluster.in_netns(ns or self.switch, addresses, names)
         self.defer(cluster.close)  # before start: a failed start is cleaned up too
+        if self.etcd is None:
+            self.etcd = cluster
         return cluster.start()
 
     # --- processes -----------------------------------------------------------------------
