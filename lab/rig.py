@@ -66,11 +66,12 @@ class Host:
 
 
 class Rig:
-    def __init__(self, prefix: str, subnet: str = SUBNET, mtu: int = underlay.MTU) -> None:
+    def __init__(self, prefix: str, subnet: str = SUBNET, mtu: int = underlay.MTU,
+                 tag: str | None = netns.LAB_TAG) -> None:
         self.prefix = prefix
         self.subnet = ipaddress.IPv4Network(subnet)
         self.mtu = mtu
-        self.namespaces = netns.Namespaces()
+        self.namespaces = netns.Namespaces(tag)
         self.hosts: list[Host] = []
         self.machines: dict[str, Machine] = {}
         self.etcd: Cluster | None = None
