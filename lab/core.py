@@ -639,7 +639,7 @@ class Lab:
 
     def _host(self, name: str) -> dict[str, Any]:
         try:
-            return self._st["hosts"][name]  # type: ignore[no-any-return]
+            return self._st["hosts"][name]
         except KeyError:
             raise LabError(f"no host {name!r} in the lab; hosts: "
                            f"{', '.join(self.hosts) or 'none'}") from None
@@ -647,7 +647,7 @@ class Lab:
     def _member(self, i: int) -> dict[str, Any]:
         for m in self._st["etcd"]:
             if m["index"] == i:
-                return m  # type: ignore[no-any-return]
+                return m
         raise LabError(f"no etcd member {i}; the lab has {len(self._st['etcd'])}")
 
     def _check_new_name(self, name: str, pattern: re.Pattern[str], kind: str) -> None:
