@@ -89,6 +89,22 @@ def two_containers(ov: Overlay) -> None:
     wait_ping(ov, "c1", "c2")
 
 
+@contextlib.contextmanager
+def two_host_overlay(b: Bench, kind: str) -> Iterator[tuple[Lab, Overlay]]:
+    """A fresh 2-host lab whose agents run backend *kind*, with containers c1 on h1 and
+    c2 on h2 that reach each other; the agents are stopped (SIGTERM) afterwards."""
+    name = kind.replace("-", "")
+    with b.lab(2, name) as lab:
+        ov = b.overlay(lab, {"Type": kind}, name)
+        try:
+            ov.put_config(NETWORK)
+            start_agents(ov, lab.hosts)
+            two_containers(ov)
+            yield lab, ov
+        finally:
+            ov.stop_all()
+
+
 def leases_by_host(ov: Overlay, hosts: list[str]) -> dict[str, dict[str, Any]]:
     """host -> {key, subnet, gateway (.0), public_ip, mac, value} from etcd."""
     out = {}

@@ -11,7 +11,6 @@ from lab.overlay import Overlay
 from lab.wait import wait_for
 
 from .measure import (
-    NETWORK,
     Bench,
     Series,
     agent_has_flag,
@@ -20,7 +19,7 @@ from .measure import (
     leases_by_host,
     measured,
     start_agents,
-    two_containers,
+    two_host_overlay,
     wait_ping,
 )
 
@@ -83,10 +82,8 @@ class VxlanRounds:
         self.agent_dev = ""
 
     def start(self) -> None:
-        self.ov.put_config(NETWORK)
-        start_agents(self.ov, self.hosts)
+        """Record what the running agents made (see two_host_overlay)."""
         self.state = "agents"
-        two_containers(self.ov)
         self.leases = leases_by_host(self.ov, self.hosts)
         self.info["leases"] = {h: v["value"] for h, v in self.leases.items()}
         self.info["mtu"] = int(self.lab.container("c1")["mtu"])
@@ -151,8 +148,7 @@ def bench_vxlan(b: Bench) -> dict[str, Any]:
     started again for the next round."""
     args = b.args
     series = {"agents": Series("vxlan"), "stopped": Series("vxlan, stopped"), "hand": Series("hand-made vxlan")}
-    with b.lab(2, "vxlan") as lab:
-        ov = b.overlay(lab, {"Type": "vxlan"}, "vxlan")
+    with two_host_overlay(b, "vxlan") as (lab, ov):
         rounds = VxlanRounds(b, lab, ov)
         try:
             rounds.start()
@@ -180,27 +176,20 @@ def bench_hostgw(b: Bench) -> dict[str, Any]:
     under, hostgw, stopped = Series("underlay"), Series("host-gw"), Series("host-gw, stopped")
     to_ctr, from_ctr = Series("host -> container"), Series("container -> host")
     info: dict[str, Any] = {}
-    with b.lab(2, "hostgw") as lab:
-        ov = b.overlay(lab, {"Type": "host-gw"}, "hostgw")
-        try:
-            ov.put_config(NETWORK)
-            start_agents(ov, lab.hosts)
-            two_containers(ov)
-            info["mtu_container"] = int(lab.container("c1")["mtu"])
-            mtu = re.search(r"mtu (\d+)", link_details(lab, "h1", "eth0"))
-            info["mtu_underlay"] = int(mtu.group(1)) if mtu else None
-            info["route_h1"] = ov.ip("h1", "-4", "route", "show", leases_by_host(ov, ["h2"])["h2"]["subnet"]).strip()
-            for _ in range(args.runs):  # alternated: the same noise for both
-                under.add(measured(ov, lambda: iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds)))
-                hostgw.add(c1_to_c2(lab, ov, args.seconds))
-            ov.stop_all()
-            wait_ping(ov, "c1", "c2")
-            for _ in range(args.runs):
-                stopped.add(iperf(lab, "c1", "c2", ov.containers["c2"], args.seconds))
-                to_ctr.add(iperf(lab, "h1", "c2", ov.containers["c2"], args.seconds))
-                from_ctr.add(iperf(lab, "c1", "h2", lab.host_address("h2"), args.seconds))
-        finally:
-            ov.stop_all()
+    with two_host_overlay(b, "host-gw") as (lab, ov):
+        info["mtu_container"] = int(lab.container("c1")["mtu"])
+        mtu = re.search(r"mtu (\d+)", link_details(lab, "h1", "eth0"))
+        info["mtu_underlay"] = int(mtu.group(1)) if mtu else None
+        info["route_h1"] = ov.ip("h1", "-4", "route", "show", leases_by_host(ov, ["h2"])["h2"]["subnet"]).strip()
+        for _ in range(args.runs):  # alternated: the same noise for both
+            under.add(measured(ov, lambda: iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds)))
+            hostgw.add(c1_to_c2(lab, ov, args.seconds))
+        ov.stop_all()
+        wait_ping(ov, "c1", "c2")
+        for _ in range(args.runs):
+            stopped.add(iperf(lab, "c1", "c2", ov.containers["c2"], args.seconds))
+            to_ctr.add(iperf(lab, "h1", "c2", ov.containers["c2"], args.seconds))
+            from_ctr.add(iperf(lab, "c1", "h2", lab.host_address("h2"), args.seconds))
     return {"underlay": under.to_json(), "host-gw": hostgw.to_json(), "hostgw_stopped": stopped.to_json(),
             "hostgw_to_container": to_ctr.to_json(), "hostgw_from_container": from_ctr.to_json(),
             "hostgw_info": info}
@@ -249,24 +238,17 @@ def bench_udp(b: Bench) -> dict[str, Any]:
     args = b.args
     series = {m: Series(f"udp {m}" if m in UDP_MODES else m) for m in udp_modes(b)}
     info: dict[str, Any] = {"leases": {}, "counters": {}}
-    with b.lab(2, "udp") as lab:
-        ov = b.overlay(lab, {"Type": "udp"}, "udp")
-        try:
-            ov.put_config(NETWORK)
-            start_agents(ov, lab.hosts)
-            two_containers(ov)
-            info["mtu"] = int(lab.container("c1")["mtu"])
-            for mode, figure in series.items():
-                if mode == "underlay":
-                    for _ in range(args.runs):
-                        figure.add(iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds))
-                    continue
-                info["leases"][mode] = start_udp_mode(b, ov, mode)
-                wait_ping(ov, "c1", "c2")
+    with two_host_overlay(b, "udp") as (lab, ov):
+        info["mtu"] = int(lab.container("c1")["mtu"])
+        for mode, figure in series.items():
+            if mode == "underlay":
                 for _ in range(args.runs):
-                    figure.add(c1_to_c2(lab, ov, args.seconds))
-                info["counters"][mode] = udp_counters(ov)
-        finally:
-            ov.stop_all()
+                    figure.add(iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds))
+                continue
+            info["leases"][mode] = start_udp_mode(b, ov, mode)
+            wait_ping(ov, "c1", "c2")
+            for _ in range(args.runs):
+                figure.add(c1_to_c2(lab, ov, args.seconds))
+            info["counters"][mode] = udp_counters(ov)
     out = {f"udp_{mode}": figure.to_json() for mode, figure in series.items()}
     return {**out, "udp_info": info}

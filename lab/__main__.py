@@ -147,22 +147,10 @@ def _add_host(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_host(lab: Lab, args: argparse.Namespace) -> int:
-    lab.remove_host(args.name)
-    print(f"host {args.name} removed")
-    return 0
-
-
 def _add_container(lab: Lab, args: argparse.Namespace) -> int:
     c = lab.add_container(args.host, args.name, args.address, args.bridge_address)
     print(f"container {c['name']} on {c['host']}: {c['netns']} {c['address']} "
           f"via {c['gateway']} mtu {c['mtu']}")
-    return 0
-
-
-def _remove_container(lab: Lab, args: argparse.Namespace) -> int:
-    lab.remove_container(args.name)
-    print(f"container {args.name} removed")
     return 0
 
 
@@ -175,22 +163,25 @@ def _exec(lab: Lab, args: argparse.Namespace) -> int:
     os.execvp(full[0], full)
 
 
-def _stop_etcd(lab: Lab, args: argparse.Namespace) -> int:
-    lab.stop_etcd(args.index)
-    print(f"etcd{args.index} stopped")
-    return 0
+# command -> (Lab method, the arguments it takes, what is printed when it is done)
+ACTIONS = {
+    "remove-host": ("remove_host", ("name",), "host {name} removed"),
+    "remove-container": ("remove_container", ("name",), "container {name} removed"),
+    "stop-etcd": ("stop_etcd", ("index",), "etcd{index} stopped"),
+    "start-etcd": ("start_etcd", ("index",), "etcd{index} running"),
+}
 
 
-def _start_etcd(lab: Lab, args: argparse.Namespace) -> int:
-    lab.start_etcd(args.index)
-    print(f"etcd{args.index} running")
+def _action(lab: Lab, args: argparse.Namespace) -> int:
+    method, names, done = ACTIONS[args.command]
+    getattr(lab, method)(*(getattr(args, name) for name in names))
+    print(done.format(**vars(args)))
     return 0
 
 
 COMMANDS: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
-    "down": _down, "status": _status, "add-host": _add_host, "remove-host": _remove_host,
-    "add-container": _add_container, "remove-container": _remove_container, "exec": _exec,
-    "stop-etcd": _stop_etcd, "start-etcd": _start_etcd,
+    "down": _down, "status": _status, "add-host": _add_host, "add-container": _add_container, "exec": _exec,
+    **dict.fromkeys(ACTIONS, _action),
 }
 
 
