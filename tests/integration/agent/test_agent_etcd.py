@@ -424,7 +424,7 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
     a1.wait_ready()
     assert own_key(a1) == "10.5.77.0-24"
     assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": {"PublicIP": h1.address, "PublicIPv6": None,
-                                                   "BackendType": "host-gw"}}
+                                                            "BackendType": "host-gw"}}
     assert lab.etcd.lease_of(key) == int(lease_id, 16)  # the module's etcd lease is kept
 
     # Someone rewrites our lease with other data: the agent writes its own back.
