@@ -66,6 +66,9 @@ class Host:
 
 
 class Rig:
+    """The rig of namespace prefix *prefix* (underlay *subnet*, MTU *mtu*; *tag*: the alias
+    of every namespace's ``lo``, None for none - a machine's namespace stays untouched)."""
+
     def __init__(self, prefix: str, subnet: str = SUBNET, mtu: int = underlay.MTU,
                  tag: str | None = netns.LAB_TAG) -> None:
         self.prefix = prefix
