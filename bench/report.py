@@ -76,10 +76,11 @@ class Table:
         self.info_ratio("  container -> host (info)", "hostgw_from_container", "underlay", "underlay")
 
     def udp(self) -> None:
+        if self.med("udp_underlay") is not None:
+            self.reference("underlay veth, udp lab", "udp_underlay")
         self.absolute("udp fast path (GSO)", "udp_fast", TARGETS["udp_fast_gbit"])
         self.info_ratio("udp fast -> per-packet (info)", "udp_mixed", "udp_fast", "fast path")
         self.absolute("udp per-packet (flannel)", "udp_plain", TARGETS["udp_plain_gbit"])
-        self.info_ratio("underlay, udp lab (info)", "udp_underlay", "udp_fast", "fast path")
 
     def convergence(self, conv: dict[str, Any]) -> None:
         limit = TARGETS["convergence_p99_ms"]

@@ -198,6 +198,15 @@ def member(name: str, address: str, base_dir: Path, netns: str | None = None, **
     return Member(name, address, base_dir / name / "data", base_dir / name / "etcd.log", netns, **options)
 
 
+def _tls(base: Path, mode: str, addresses: Sequence[str]) -> Tls | None:
+    """None for ``plain``; else a PKI under *base* whose server certificate names *addresses*."""
+    if mode not in ("plain", "tls", "mtls"):
+        raise LabError(f"unknown TLS mode {mode!r}: plain, tls or mtls")
+    if mode == "plain":
+        return None
+    return Tls(make_pki(base / "pki", addresses), client_cert_auth=mode == "mtls")
+
+
 class Cluster(EtcdCtl):
     """Members started together (``--initial-cluster`` names them all); etcdctl runs
     against every member, inside the first one's namespace."""
@@ -216,20 +225,19 @@ class Cluster(EtcdCtl):
         """One member on 127.0.0.1 (free ports), in a temporary directory. *tls_mode*:
         ``plain``, ``tls`` (https) or ``mtls`` (https, client certificates required)."""
         base = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
-        how = None
-        if tls_mode != "plain":
-            how = Tls(make_pki(base / "pki"), client_cert_auth=tls_mode == "mtls")
+        how = _tls(base, tls_mode, [LOOPBACK])
         one = member("t", LOOPBACK, base, client_port=free_port(), peer_port=free_port(), tls=how)
         return cls([one], log_level=log_level, owned_dir=base)
 
     @classmethod
     def in_netns(cls, netns: str, addresses: Sequence[str], names: Sequence[str] | None = None,
-                 log_level: str = "error") -> Cluster:
+                 log_level: str = "error", tls_mode: str = "plain") -> Cluster:
         """Members inside namespace *netns*, one per address (each must exist there), in a
-        temporary directory."""
+        temporary directory; *tls_mode* as for :meth:`loopback` (one PKI for all)."""
         base = Path(tempfile.mkdtemp(prefix="oflx-etcd-"))
+        how = _tls(base, tls_mode, addresses)
         names = list(names or (f"etcd{i}" for i in range(1, len(addresses) + 1)))
-        members = [member(name, address, base, netns) for name, address in zip(names, addresses, strict=True)]
+        members = [member(name, address, base, netns, tls=how) for name, address in zip(names, addresses, strict=True)]
         return cls(members, log_level=log_level, owned_dir=base)
 
     @property

@@ -139,10 +139,11 @@ class Rig:
         return [self.docker_host(i, overlay, container_mtu) for i in range(1, count + 1)]
 
     def start_etcd(self, addresses: Sequence[str], names: Sequence[str] | None = None,
-                   ns: str | None = None) -> Cluster:
+                   ns: str | None = None, tls_mode: str = "plain") -> Cluster:
         """etcd members inside *ns* (default: the switch), one per address (which must be
-        there); stopped by :meth:`close`. The first cluster started is :attr:`etcd`."""
-        cluster = Cluster.in_netns(ns or self.switch, addresses, names)
+        there), plain or (*tls_mode* ``tls``/``mtls``) over TLS; stopped by :meth:`close`. The
+        first cluster started is :attr:`etcd`."""
+        cluster = Cluster.in_netns(ns or self.switch, addresses, names, tls_mode=tls_mode)
         self.defer(cluster.close)  # before start: a failed start is cleaned up too
         if self.etcd is None:
             self.etcd = cluster
