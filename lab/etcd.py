@@ -183,9 +183,6 @@ class Member(EtcdCtl):
             procs.kill_all([self.record], timeout=timeout)
         self.record = None
 
-    def remove_data(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
     def tail(self, lines: int = 15) -> str:
         try:
             return "".join(self.log.read_text(errors="replace").splitlines(True)[-lines:])

@@ -106,10 +106,6 @@ class Overlay:
                     proc.kill()
                     proc.wait()
 
-    def agent_log(self, host: str) -> str:
-        path = self.logs / f"agent-{host}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
     def subnet_env(self, host: str) -> Path:
         return self.lab.host_run_dir(host) / "flannel" / "subnet.env"
 

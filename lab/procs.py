@@ -136,18 +136,3 @@ def kill_pids(pids: Sequence[int], starts: Mapping[int, int | None] | None = Non
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         wait_gone(left, starts, 5.0)
-
-
-def terminate(proc: subprocess.Popen[Any], grace: float = 10.0) -> int | None:
-    """Stop a child we started: SIGTERM by its PID, SIGKILL after *grace* seconds; reap it
-    and return its exit status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
