@@ -7,18 +7,25 @@ or use the Python API::
     with Lab.up(hosts=3, etcd_members=1, state_dir=tmp_path, prefix="ofla-") as lab:
         ...
 
-Layout of the package (one job per module):
+The one library of the labs, the test rigs and the benchmark (one job per module):
 
-* ``state.py``        - state dir, state file, lock, defaults (prefix ``ofl-``)
-* ``netns.py``        - namespaces, veths, bridges through ``ip -n <ns>`` only
-* ``underlay.py``     - the underlay bridge namespace and host/etcd attachment
-* ``etcd_cluster.py`` - etcd members (1 or 3), start/stop/health
+* ``state.py``        - state dir, state file, lock, defaults (prefix ``ofl-``), LabError
+* ``netns.py``        - namespaces, veths, ``ip`` (``ip -n <ns>`` only; the netns-race retry)
+* ``procs.py``        - processes started with argv lists, checked and stopped BY PID only
+* ``wait.py``         - ``wait_for(predicate, timeout, what)``
+* ``etcd.py``         - etcd: a member or a cluster, on loopback or in a namespace, plain or
+  TLS (``tls.py`` makes the CA and certificates), etcdctl helpers; the one place etcd starts
+* ``underlay.py``     - the underlay switch (bridge ``br0``) and nodes plugged into it
+* ``containers.py``   - container namespaces on a host's ``docker0``
+* ``rig.py``          - :class:`Rig`: the namespaces, etcd and processes of one test
+* ``engine.py``       - the engine importable as ``ansible_collections.overlaynet.flannel``
+* ``core.py``         - the light lab :class:`Lab` (hosts with sshd, etcd, containers)
 * ``light_hosts.py``  - per-host sshd in private mount/UTS/PID namespaces
 * ``_hostinit.py``    - PID 1 of a light host (mounts, hostname, sshd)
-* ``containers.py``   - container namespaces on a host's ``docker0``
-* ``inventory.py``    - the Ansible inventory
-* ``procs.py``        - daemons started with argv lists, killed by PID only
-* ``core.py``         - the :class:`Lab` class tying it together
+* ``inventory.py``    - the Ansible inventory of the light lab
+* ``overlay.py``      - the real agent on every light-lab host (tests, benchmark)
+* ``machine_lab.py``  - the machine lab (``python -m lab.machine_lab``): ``machines.py``
+  (systemd-nspawn), ``rootfs.py``, ``busybox_image.py``, ``cgroups.py``
 
 Safety: nothing is ever added to the root network namespace; every namespace name
 starts with the lab's prefix; processes are killed by recorded PID (checked against

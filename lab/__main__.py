@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .core import Lab
@@ -115,60 +116,86 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _up(args: argparse.Namespace, opts: dict[str, Any]) -> int:
+    t0 = time.monotonic()
+    lab = Lab.up(hosts=args.hosts, etcd_members=args.etcd_members,
+                 subnet=args.subnet, python=args.python, **opts)
+    print(f"lab up in {time.monotonic() - t0:.2f}s: hosts {', '.join(lab.hosts)}; "
+          f"etcd {', '.join(lab.etcd_endpoints)}")
+    print(f"inventory: {lab.inventory_path}")
+    return 0
+
+
+def _down(lab: Lab, args: argparse.Namespace) -> int:
+    lab.down()
+    print(f"lab down (prefix {lab.prefix!r}, state dir {lab.state_dir})")
+    return 0
+
+
+def _status(lab: Lab, args: argparse.Namespace) -> int:
+    st = lab.status()
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        _print_status(st)
+    return 0 if st.get("up") else 1
+
+
+def _add_host(lab: Lab, args: argparse.Namespace) -> int:
+    name = lab.add_host(args.name)
+    print(f"host {name} up: {lab.host_ns(name)} {lab.host_address(name)}")
+    return 0
+
+
+def _add_container(lab: Lab, args: argparse.Namespace) -> int:
+    c = lab.add_container(args.host, args.name, args.address, args.bridge_address)
+    print(f"container {c['name']} on {c['host']}: {c['netns']} {c['address']} "
+          f"via {c['gateway']} mtu {c['mtu']}")
+    return 0
+
+
+def _exec(lab: Lab, args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise LabError("nothing to run: python3 -m lab exec TARGET -- CMD...")
+    full = lab.exec_argv(args.target, cmd, netns_only=args.netns_only)
+    sys.stdout.flush()
+    os.execvp(full[0], full)
+
+
+# command -> (Lab method, the arguments it takes, what is printed when it is done)
+ACTIONS = {
+    "remove-host": ("remove_host", ("name",), "host {name} removed"),
+    "remove-container": ("remove_container", ("name",), "container {name} removed"),
+    "stop-etcd": ("stop_etcd", ("index",), "etcd{index} stopped"),
+    "start-etcd": ("start_etcd", ("index",), "etcd{index} running"),
+}
+
+
+def _action(lab: Lab, args: argparse.Namespace) -> int:
+    method, names, done = ACTIONS[args.command]
+    getattr(lab, method)(*(getattr(args, name) for name in names))
+    print(done.format(**vars(args)))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
+    "down": _down, "status": _status, "add-host": _add_host, "add-container": _add_container, "exec": _exec,
+    **dict.fromkeys(ACTIONS, _action),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # let `up` clean up after itself
     opts = {"state_dir": args.state_dir, "prefix": args.prefix, "inventory": args.inventory}
     try:
         if args.command == "up":
-            t0 = time.monotonic()
-            lab = Lab.up(hosts=args.hosts, etcd_members=args.etcd_members,
-                         subnet=args.subnet, python=args.python, **opts)
-            print(f"lab up in {time.monotonic() - t0:.2f}s: hosts {', '.join(lab.hosts)}; "
-                  f"etcd {', '.join(lab.etcd_endpoints)}")
-            print(f"inventory: {lab.inventory_path}")
-            return 0
-        lab = Lab(**opts)
-        if args.command == "down":
-            lab.down()
-            print(f"lab down (prefix {lab.prefix!r}, state dir {lab.state_dir})")
-        elif args.command == "status":
-            st = lab.status()
-            if args.json:
-                print(json.dumps(st, indent=2, sort_keys=True))
-            else:
-                _print_status(st)
-            return 0 if st.get("up") else 1
-        elif args.command == "add-host":
-            name = lab.add_host(args.name)
-            print(f"host {name} up: {lab.host_ns(name)} {lab.host_address(name)}")
-        elif args.command == "remove-host":
-            lab.remove_host(args.name)
-            print(f"host {args.name} removed")
-        elif args.command == "add-container":
-            c = lab.add_container(args.host, args.name, args.address, args.bridge_address)
-            print(f"container {c['name']} on {c['host']}: {c['netns']} {c['address']} "
-                  f"via {c['gateway']} mtu {c['mtu']}")
-        elif args.command == "remove-container":
-            lab.remove_container(args.name)
-            print(f"container {args.name} removed")
-        elif args.command == "exec":
-            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            if not cmd:
-                raise LabError("nothing to run: python3 -m lab exec TARGET -- CMD...")
-            full = lab.exec_argv(args.target, cmd, netns_only=args.netns_only)
-            sys.stdout.flush()
-            os.execvp(full[0], full)
-        elif args.command == "stop-etcd":
-            lab.stop_etcd(args.index)
-            print(f"etcd{args.index} stopped")
-        elif args.command == "start-etcd":
-            lab.start_etcd(args.index)
-            print(f"etcd{args.index} running")
+            return _up(args, opts)
+        return COMMANDS[args.command](Lab(**opts), args)
     except LabError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import containers, etcd_cluster, inventory, light_hosts, netns, procs, underlay
+from . import containers, etcd, inventory, light_hosts, netns, procs, underlay
 from .state import (
     DEFAULT_PREFIX,
     DEFAULT_STATE_DIR,
@@ -168,24 +168,7 @@ class Lab:
         self._save()
         self._checkpoint("underlay", fail_at)
 
-        members = []
-        for i in range(1, n_etcd + 1):
-            name = etcd_cluster.member_name(i)
-            members.append({
-                "index": i, "name": name, "netns": f"{self.prefix}{name}",
-                "address": underlay.node_address(st["subnet"], ETCD_OFFSET + i),
-                "data_dir": str(self.state_dir / "etcd" / name / "data"),
-                "log": str(self.state_dir / "etcd" / name / "etcd.log"),
-            })
-        st["etcd"] = members
-        for m in members:
-            self._record_ns(m["netns"])
-            netns.add(m["netns"], self._ns_tag)
-            underlay.attach(self.prefix, m["netns"], m["name"], m["address"], st["subnet"])
-        for m in members:
-            st["processes"][f"etcd:{m['name']}"] = etcd_cluster.start(
-                m, members, self._etcd_token())
-            self._save()
+        self._start_etcd(n_etcd)
         self._checkpoint("etcd", fail_at)
 
         if key_job is not None:
@@ -199,14 +182,39 @@ class Lab:
         self._checkpoint("hosts", fail_at)
 
         light_hosts.wait_ready({n: st["hosts"][n] for n in names}, st["processes"])
-        etcd_cluster.wait_healthy(members, st["processes"])
+        self._etcd().wait_healthy()
         self._checkpoint("ready", fail_at)
         self._write_inventory()
         st["status"] = "up"
         self._save()
 
-    def _etcd_token(self) -> str:
-        return f"{self.prefix}{self._st['lab_id']}"
+    def _start_etcd(self, n_etcd: int) -> None:
+        """Namespaces, underlay links and processes of the etcd members (not waited for)."""
+        st = self._st
+        for i in range(1, n_etcd + 1):
+            name = f"etcd{i}"
+            st["etcd"].append({
+                "index": i, "name": name, "netns": f"{self.prefix}{name}",
+                "address": underlay.node_address(st["subnet"], ETCD_OFFSET + i),
+                "data_dir": str(self.state_dir / "etcd" / name / "data"),
+                "log": str(self.state_dir / "etcd" / name / "etcd.log"),
+            })
+        for m in st["etcd"]:
+            self._record_ns(m["netns"])
+            netns.add(m["netns"], self._ns_tag)
+            underlay.attach(self.prefix, m["netns"], m["name"], m["address"], st["subnet"])
+        cluster = self._etcd()
+        for member in cluster.members:
+            st["processes"][f"etcd:{member.name}"] = cluster.start_member(member)
+            self._save()
+
+    def _etcd(self) -> etcd.Cluster:
+        """The lab's etcd members as recorded in the state (with their process records)."""
+        st = self._st
+        members = [etcd.Member(m["name"], m["address"], Path(m["data_dir"]), Path(m["log"]), m["netns"],
+                               loopback_client=True, record=st["processes"].get(f"etcd:{m['name']}"))
+                   for m in st["etcd"]]
+        return etcd.Cluster(members, token=f"{self.prefix}{st['lab_id']}")
 
     def _create_host(self, name: str, index: int) -> None:
         """Namespace, underlay link and files of host *name* (not started yet)."""
@@ -404,9 +412,8 @@ class Lab:
     def stop_etcd(self, i: int = 1) -> None:
         """Stop etcd member *i* (SIGTERM by PID, wait); its data directory stays."""
         with self._mutating():
-            self._member(i)
-            key = f"etcd:{etcd_cluster.member_name(i)}"
-            rec = self._st["processes"].pop(key, None)
+            m = self._member(i)
+            rec = self._st["processes"].pop(f"etcd:{m['name']}", None)
             if rec:
                 procs.kill_all([rec])
             self._save()
@@ -415,29 +422,22 @@ class Lab:
         """(Re)start etcd member *i* with its existing data; with *wait*, until it
         answers ``endpoint health`` (needs a quorum of members running)."""
         with self._mutating():
-            m = self._member(i)
-            key = f"etcd:{m['name']}"
-            if not procs.alive(self._st["processes"].get(key)):
-                self._st["processes"][key] = etcd_cluster.start(
-                    m, self._st["etcd"], self._etcd_token())
-                self._save()
+            name = self._member(i)["name"]
+            cluster = self._etcd()
+            member = next(m for m in cluster.members if m.name == name)
+            self._st["processes"][f"etcd:{name}"] = cluster.start_member(member)
+            self._save()
             if wait:
-                etcd_cluster.wait_healthy(self._st["etcd"], self._st["processes"], only=[m],
-                                          timeout=timeout)
+                cluster.wait_healthy(only=[member], timeout=timeout)
 
     def etcd_running(self, i: int = 1) -> bool:
         """True when etcd member *i*'s process is running."""
-        return procs.alive(self._st["processes"].get(f"etcd:{etcd_cluster.member_name(i)}"))
+        return procs.alive(self._st["processes"].get(f"etcd:etcd{i}"))
 
     def etcdctl(self, *args: str, check: bool = True) -> str:
         """Run ``etcdctl --endpoints <all members> args...`` (API v3) inside the first
         etcd member's namespace; return its stdout."""
-        argv = [etcd_cluster.ETCDCTL, "--endpoints", ",".join(self.etcd_endpoints), *args]
-        proc = self.run("etcd1", argv, check=False, capture_output=True, text=True,
-                        env=dict(procs.CLEAN_ENV, ETCDCTL_API="3"))
-        if check and proc.returncode != 0:
-            raise LabError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+        return self._etcd().run(*args, check=check).stdout
 
     # ------------------------------------------------------------------ running things
 
@@ -508,7 +508,7 @@ class Lab:
     def etcd_endpoints(self) -> list[str]:
         """``http://<underlay IP>:2379`` of every member (reachable from lab namespaces
         only, never from the root namespace)."""
-        return [etcd_cluster.client_url(m["address"]) for m in self._st["etcd"]]
+        return self._etcd().endpoints
 
     @property
     def subnet(self) -> str:
@@ -577,12 +577,12 @@ class Lab:
                            "running": running,
                            "sshd": running and light_hosts.sshd_listening(rec["pid"]),
                            "run_dir": h["run_dir"]}
-        etcd = {m["name"]: {"netns": m["netns"], "endpoint": etcd_cluster.client_url(
-            m["address"]), "running": self.etcd_running(m["index"])} for m in st["etcd"]}
+        members = {m.name: {"netns": m.netns, "endpoint": m.client_url, "running": m.running()}
+                   for m in self._etcd().members}
         return {"up": st["status"] == "up", "status": st["status"], "lab_id": st["lab_id"],
                 "prefix": st["prefix"], "subnet": st["subnet"],
                 "state_dir": str(self.state_dir), "inventory": st["inventory"],
-                "hosts": hosts, "etcd": etcd, "containers": dict(st["containers"])}
+                "hosts": hosts, "etcd": members, "containers": dict(st["containers"])}
 
     # ------------------------------------------------------------------ internals
 
@@ -639,7 +639,7 @@ class Lab:
 
     def _host(self, name: str) -> dict[str, Any]:
         try:
-            return self._st["hosts"][name]  # type: ignore[no-any-return]
+            return self._st["hosts"][name]
         except KeyError:
             raise LabError(f"no host {name!r} in the lab; hosts: "
                            f"{', '.join(self.hosts) or 'none'}") from None
@@ -647,7 +647,7 @@ class Lab:
     def _member(self, i: int) -> dict[str, Any]:
         for m in self._st["etcd"]:
             if m["index"] == i:
-                return m  # type: ignore[no-any-return]
+                return m
         raise LabError(f"no etcd member {i}; the lab has {len(self._st['etcd'])}")
 
     def _check_new_name(self, name: str, pattern: re.Pattern[str], kind: str) -> None:

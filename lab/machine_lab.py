@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -45,83 +43,20 @@ from typing import Any
 
 import yaml
 
-from . import busybox_image, rootfs
-from .machines import Machine, MachineError, _alive, _starttime
+from . import busybox_image, etcd, netns, procs, rootfs, underlay
+from .machines import Machine, MachineError
+from .state import LabError, StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = Path(os.environ.get("OFL_MACHINE_LAB_STATE", REPO / "lab" / ".machines"))
 DEFAULT_INVENTORY = Path(os.environ.get("OFL_MACHINE_LAB_INVENTORY", REPO / "lab" / "inventory.yml"))
 DEFAULT_PREFIX = os.environ.get("OFL_MACHINE_LAB_PREFIX", "oflm-")
 SUBNET = "192.168.81.0/24"
-IP = shutil.which("ip") or "/usr/sbin/ip"
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
-CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 INVENTORY_MARK = "# overlaynet.flannel machine lab"
-
-
-class LabError(RuntimeError):
-    pass
 
 
 def log(msg: str) -> None:
     print(f"[machine-lab] {msg}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------- namespaces
-
-
-def _run(argv: Sequence[str], check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(argv), capture_output=True, text=True, input=input, env=CLEAN_ENV)
-    if check and r.returncode != 0:
-        raise LabError(f"`{' '.join(argv)}` failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
-    return r
-
-
-def ns_ip(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    if not ns:
-        raise LabError("internal error: ip without a namespace")
-    return _run([IP, "-n", ns, *args], check=check)
-
-
-def ns_exists(ns: str) -> bool:
-    return Path("/run/netns", ns).exists()
-
-
-def ns_list(prefix: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))
-    except FileNotFoundError:
-        return []
-
-
-def ns_pids(ns: str) -> list[int]:
-    r = _run([IP, "netns", "pids", ns], check=False)
-    return [int(p) for p in r.stdout.split() if p.isdigit()]
-
-
-def kill_pid(pid: int, start: int | None, timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL, one PID that still has the recorded start time."""
-    if not pid or pid <= 1 or pid == os.getpid() or not _alive(pid, start):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid, start) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if _alive(pid, start):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while _alive(pid, start) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-
-
-# ---------------------------------------------------------------------------- state
 
 
 class MachineLab:
@@ -132,25 +67,19 @@ class MachineLab:
         self.state_dir = Path(os.path.abspath(state_dir))
         self.inventory = Path(os.path.abspath(inventory))
         self.prefix = prefix
-        self.state_file = self.state_dir / "state.json"
-        self.state: dict[str, Any] = {}
-        if self.state_file.exists():
-            self.state = json.loads(self.state_file.read_text())
+        self.store = StateStore(self.state_dir)
+        self.state_file = self.store.path
+        self.state: dict[str, Any] = self.store.load() or {}
 
     # -------------------------------------------------------------------- helpers
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        with self.store.locked():
             yield
 
     def save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
-        os.replace(tmp, self.state_file)
+        self.store.save(self.state)
 
     @property
     def underlay(self) -> str:
@@ -161,25 +90,26 @@ class MachineLab:
 
     def attach(self, ns: str, node: str, address: str, default_route: bool) -> None:
         plen = ipaddress.ip_network(SUBNET).prefixlen
-        port = f"v-{node}"
-        ns_ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", self.underlay)
-        for args in (["link", "set", "lo", "up"], ["addr", "add", f"{address}/{plen}", "dev", "eth0"],
-                     ["link", "set", "eth0", "up"]):
-            ns_ip(ns, *args)
-        if default_route:
-            ns_ip(ns, "route", "add", "default", "dev", "eth0")
-        ns_ip(self.underlay, "link", "set", port, "master", "br0")
-        ns_ip(self.underlay, "link", "set", port, "up")
+        underlay.plug(self.underlay, ns, f"v-{node}", f"{address}/{plen}", default_route=default_route)
 
     def add_ns(self, ns: str) -> None:
         self.state.setdefault("namespaces", [])
         if ns not in self.state["namespaces"]:
             self.state["namespaces"].append(ns)
         self.save()  # recorded before it exists: down removes it after a crash
-        _run([IP, "netns", "add", ns])
+        netns.add(ns, tag=None)  # untagged: a machine shares it, its lo is the machine's own
+
+    def etcd_cluster(self) -> etcd.Cluster:
+        """The lab's etcd members as recorded in the state (with their process records)."""
+        members = [etcd.Member(m["name"], m["address"], Path(m["data_dir"]), Path(m["log"]), m["ns"],
+                               loopback_client=True, record=m.get("process"))
+                   for m in self.state.get("etcd") or []]
+        if not members:
+            raise LabError("no machine lab is up (no etcd members in the state)")
+        return etcd.Cluster(members, token=f"oflm-{self.state['lab_id']}")
 
     def endpoints(self) -> list[str]:
-        return [f"http://{m['address']}:2379" for m in self.state.get("etcd", [])]
+        return [f"http://{m['address']}:{etcd.CLIENT_PORT}" for m in self.state.get("etcd", [])]
 
     def machine_name(self, i: int) -> str:
         """m<i> for the default prefix, else <prefix>m<i>: machine names stay unique per box."""
@@ -192,7 +122,7 @@ class MachineLab:
 
     def up(self, machines: int = 3, etcd_members: int = 3, timeout: float = 120) -> None:
         with self.lock():
-            if self.state.get("namespaces") or ns_list(self.prefix):
+            if self.state.get("namespaces") or netns.with_prefix(self.prefix):
                 raise LabError(f"a machine lab with prefix {self.prefix} exists already "
                                f"(state {self.state_file}); run `python -m lab.machine_lab down` first")
             t0 = time.monotonic()
@@ -215,41 +145,49 @@ class MachineLab:
         self.state = {"prefix": self.prefix, "lab_id": secrets.token_hex(3), "namespaces": [],
                       "etcd": [], "machines": [], "inventory": str(self.inventory)}
         self.save()
-        # keys
+        key, pub = self._client_key()
+        self._build_underlay()
+        self._start_etcd(n_etcd)
+        boxes = self._boot_machines(n_machines, cache, pub)  # they boot in parallel
+        self.etcd_cluster().wait_healthy(timeout=30)
+        self._wait_machines(boxes, timeout)
+        for m in boxes:
+            busybox_image.import_into(m, tarball=tarball, timeout=timeout)
+        self.write_inventory(key)
+
+    def _client_key(self) -> tuple[Path, str]:
+        """The lab's ssh key (made once per state dir) and its public half."""
         key = self.state_dir / "id_ed25519"
         if not key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "overlaynet-machine-lab", "-f", str(key)])
-        pub = (self.state_dir / "id_ed25519.pub").read_text()
-        # underlay
+            proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "overlaynet-machine-lab",
+                                   "-f", str(key)], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise LabError(f"ssh-keygen failed: {proc.stderr.strip()}")
+        return key, (self.state_dir / "id_ed25519.pub").read_text()
+
+    def _build_underlay(self) -> None:
         self.add_ns(self.underlay)
-        ns_ip(self.underlay, "link", "set", "lo", "up")
-        ns_ip(self.underlay, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
-        ns_ip(self.underlay, "link", "set", "br0", "up")
-        # etcd
-        members = [{"name": f"etcd{i}", "ns": f"{self.prefix}etcd{i}", "address": self.address(1 + i),
-                    "data_dir": str(self.state_dir / "etcd" / f"etcd{i}"),
-                    "log": str(self.state_dir / "etcd" / f"etcd{i}.log")} for i in range(1, n_etcd + 1)]
-        cluster = ",".join(f"{m['name']}=http://{m['address']}:2380" for m in members)
-        token = f"oflm-{self.state['lab_id']}"
+        underlay.make_switch(self.underlay)
+
+    def _start_etcd(self, n_etcd: int) -> None:
+        """Namespaces, underlay links and processes of the etcd members (not waited for)."""
+        members: list[dict[str, Any]] = []
+        for i in range(1, n_etcd + 1):
+            name, ns, address = f"etcd{i}", f"{self.prefix}etcd{i}", self.address(1 + i)
+            spec = etcd.member(name, address, self.state_dir / "etcd", ns)
+            members.append({"name": name, "ns": ns, "address": address, "data_dir": str(spec.data_dir),
+                            "log": str(spec.log)})
+        self.state["etcd"] = members
         for m in members:
             self.add_ns(m["ns"])
             self.attach(m["ns"], m["name"], m["address"], default_route=False)
-        for m in members:
-            Path(m["data_dir"]).parent.mkdir(parents=True, exist_ok=True)
-            argv = [IP, "netns", "exec", m["ns"], ETCD, "--name", m["name"], "--data-dir", m["data_dir"],
-                    "--listen-client-urls", f"http://{m['address']}:2379,http://127.0.0.1:2379",
-                    "--advertise-client-urls", f"http://{m['address']}:2379",
-                    "--listen-peer-urls", f"http://{m['address']}:2380",
-                    "--initial-advertise-peer-urls", f"http://{m['address']}:2380",
-                    "--initial-cluster", cluster, "--initial-cluster-state", "new",
-                    "--initial-cluster-token", token, "--logger", "zap", "--log-outputs", "stderr"]
-            with open(m["log"], "ab") as out:
-                p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     env=CLEAN_ENV, start_new_session=True, close_fds=True)
-            m["pid"], m["start"] = p.pid, _starttime(p.pid)
-            self.state["etcd"].append(m)
+        cluster = self.etcd_cluster()
+        for m, member in zip(members, cluster.members, strict=True):
+            m["process"] = cluster.start_member(member)
             self.save()
-        # machines: boot all, then wait (they boot in parallel)
+
+    def _boot_machines(self, n_machines: int, cache: Path, pub: str) -> list[Machine]:
+        """Namespace, underlay link and boot of every machine; returns once each has a PID 1."""
         mdir = self.state_dir / "machines"
         boxes: list[Machine] = []
         for i in range(1, n_machines + 1):
@@ -260,43 +198,19 @@ class MachineLab:
             self.attach(ns, name, addr, default_route=True)
             self.state["machines"].append({"name": name, "ns": ns, "address": addr})
             self.save()
-            m = Machine(name, ns, cache, mdir, pub, hostname=name)
-            m.boot()
-            boxes.append(m)
-        self._wait_etcd(timeout=30)
+            box = Machine(name, ns, cache, mdir, pub, hostname=name)
+            box.boot()
+            boxes.append(box)
+        return boxes
+
+    def _wait_machines(self, boxes: Sequence[Machine], timeout: float) -> None:
         for m in boxes:
             m.wait_ready(timeout=timeout)
-            log(f"{m.name}: sshd after {m.boot_to_sshd:.1f} s, {m.system_state} after {m.boot_to_running:.1f} s")
-        for m in boxes:
-            busybox_image.import_into(m, tarball=tarball, timeout=timeout)
-        self.write_inventory(key)
-
-    def _wait_etcd(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        members = self.state["etcd"]
-        while True:
-            for m in members:
-                if not _alive(m["pid"], m["start"]):
-                    tail = Path(m["log"]).read_text(errors="replace").splitlines()[-15:]
-                    raise LabError(f"etcd member {m['name']} exited:\n" + "\n".join(tail))
-            r = self.etcdctl(["endpoint", "health"], check=False)
-            if r.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise LabError(f"etcd not healthy after {timeout:.0f} s: {r.stdout}{r.stderr}")
-            time.sleep(0.1)
+            log(f"{m.name}: sshd after {m.boot_to_sshd or 0:.1f} s, {m.system_state} after "
+                f"{m.boot_to_running or 0:.1f} s")
 
     def etcdctl(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        members = self.state.get("etcd") or []
-        if not members:
-            raise LabError("no machine lab is up (no etcd members in the state)")
-        env = dict(CLEAN_ENV, ETCDCTL_API="3")
-        argv = [IP, "netns", "exec", members[0]["ns"], ETCDCTL, "--endpoints", ",".join(self.endpoints()),
-                "--dial-timeout", "2s", "--command-timeout", "5s", *args]
-        r = subprocess.run(argv, capture_output=True, text=True, env=env)
-        if check and r.returncode != 0:
-            raise LabError(f"etcdctl {' '.join(args)} failed: {r.stderr.strip()}")
-        return r
+        return self.etcd_cluster().run(*args, check=check)
 
     def write_inventory(self, key: Path) -> None:
         hosts: dict[str, Any] = {}
@@ -319,6 +233,7 @@ class MachineLab:
                        + yaml.safe_dump(data, sort_keys=False, width=1000))
         os.replace(tmp, self.inventory)
 
+
     # ----------------------------------------------------------------------- down
 
     def down(self) -> None:
@@ -326,31 +241,9 @@ class MachineLab:
             self._down()
 
     def _down(self) -> None:
-        errors: list[str] = []
-        mdir = self.state_dir / "machines"
-        names = {m["name"] for m in self.state.get("machines", [])}
-        if mdir.is_dir():
-            names |= {p.name for p in mdir.iterdir() if (p / "machine.json").exists()}
-        def stop(name: str) -> None:
-            try:
-                Machine.load(mdir, name).stop()
-            except MachineError as e:
-                if "no machine" not in str(e):
-                    errors.append(str(e))
-
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:  # halts run in parallel
-            list(pool.map(stop, sorted(names)))
-        for m in self.state.get("etcd", []):
-            kill_pid(m.get("pid"), m.get("start"))
-        namespaces = set(self.state.get("namespaces", [])) | set(ns_list(self.prefix))
-        for ns in sorted(namespaces, key=lambda n: n.endswith("underlay")):  # underlay last
-            if not ns_exists(ns):
-                continue
-            for pid in ns_pids(ns):  # leftovers that live in our namespace, by PID
-                kill_pid(pid, _starttime(pid))
-            r = _run([IP, "netns", "del", ns], check=False)
-            if r.returncode != 0 or ns_exists(ns):
-                errors.append(f"could not delete namespace {ns}: {r.stderr.strip()}")
+        errors = self._stop_machines()
+        procs.kill_all([m["process"] for m in self.state.get("etcd", []) if m.get("process")])
+        errors += self._delete_namespaces()
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.state_dir / "etcd")
         inv = Path(self.state.get("inventory") or self.inventory)
@@ -361,8 +254,39 @@ class MachineLab:
         if errors:
             self.save()
             raise LabError("down left something behind:\n" + "\n".join(errors))
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        self.store.remove()
+
+    def _stop_machines(self) -> list[str]:
+        """Halt every machine of the state or of the machines dir, in parallel; the errors."""
+        errors: list[str] = []
+        mdir = self.state_dir / "machines"
+        names = {m["name"] for m in self.state.get("machines", [])}
+        if mdir.is_dir():
+            names |= {p.name for p in mdir.iterdir() if (p / "machine.json").exists()}
+
+        def stop(name: str) -> None:
+            try:
+                Machine.load(mdir, name).stop()
+            except MachineError as e:
+                if "no machine" not in str(e):
+                    errors.append(str(e))
+
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:  # halts run in parallel
+            list(pool.map(stop, sorted(names)))
+        return errors
+
+    def _delete_namespaces(self) -> list[str]:
+        """Kill what is left in our namespaces (by PID), delete them (underlay last); the errors."""
+        errors: list[str] = []
+        namespaces = set(self.state.get("namespaces", [])) | set(netns.with_prefix(self.prefix))
+        for ns in sorted(namespaces, key=lambda n: n.endswith("underlay")):
+            if not netns.exists(ns):
+                continue
+            procs.kill_pids(netns.pids(ns))  # leftovers that live in our namespace, by PID
+            r = netns.run_argv([netns.IP, "netns", "del", ns], check=False)
+            if r.returncode != 0 or netns.exists(ns):
+                errors.append(f"could not delete namespace {ns}: {r.stderr.strip()}")
+        return errors
 
     # ---------------------------------------------------------------- ping matrix
 
@@ -396,8 +320,8 @@ class MachineLab:
         return {
             "state": str(self.state_file),
             "inventory": self.state.get("inventory"),
-            "namespaces": ns_list(self.prefix),
-            "etcd": [{"name": m["name"], "address": m["address"], "alive": _alive(m["pid"], m["start"])}
+            "namespaces": netns.with_prefix(self.prefix),
+            "etcd": [{"name": m["name"], "address": m["address"], "alive": procs.alive(m.get("process"))}
                      for m in self.state.get("etcd", [])],
             "machines": [{"name": mm["name"], "address": mm["address"],
                           "running": self.machine(mm["name"]).is_running()}

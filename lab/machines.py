@@ -51,10 +51,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cgroups
+from . import cgroups, procs
 from .rootfs import MANIFEST, RootfsError, is_complete, remove_tree, umount_below
 
 NETNS_DIR = Path("/run/netns")
@@ -88,48 +89,12 @@ class MachineError(RuntimeError):
 # ------------------------------------------------------------------------ processes
 
 
-def _starttime(pid: int) -> int | None:
-    """Start time (clock ticks since boot) of ``pid``, or None if it is gone/zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int | None, starttime: int | None) -> bool:
-    return bool(pid) and starttime is not None and _starttime(pid) == starttime
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids += [int(x) for x in f.read().split()]
-    return kids
-
-
 def _is_pid1_of_own_ns(pid: int) -> bool:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("NSpid:"):
                 ids = line.split()[1:]
                 return len(ids) >= 2 and ids[-1] == "1"
-    return False
-
-
-def _signal(pid: int, starttime: int | None, sig: int) -> bool:
-    """Send ``sig`` to ``pid`` only if it is still the process we started."""
-    if not _alive(pid, starttime):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-        return True
     return False
 
 
@@ -176,6 +141,16 @@ def netns_connect(netns: str | Path, host: str, port: int, timeout: float = 1.0)
 # -------------------------------------------------------------------------- machine
 
 
+@dataclass(frozen=True)
+class NspawnExtras:
+    """More for systemd-nspawn: bind mounts (host path, machine path), read-only ones, and
+    further arguments."""
+
+    binds: Sequence[tuple[str | Path, str]] = ()
+    binds_ro: Sequence[tuple[str | Path, str]] = ()
+    args: Sequence[str] = ()
+
+
 class Machine:
     """One systemd-nspawn machine in an existing network namespace."""
 
@@ -189,9 +164,7 @@ class Machine:
         hostname: str | None = None,
         *,
         machine_id: str | None = None,
-        binds: Sequence[tuple[str | Path, str]] = (),
-        binds_ro: Sequence[tuple[str | Path, str]] = (),
-        extra_nspawn_args: Sequence[str] = (),
+        extras: NspawnExtras | None = None,
     ) -> None:
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise MachineError(f"machine name {name!r} must be letters, digits, '-' or '_'")
@@ -203,9 +176,7 @@ class Machine:
         self.authorized_keys = [k.strip() for k in keys if k.strip()]
         self.hostname = hostname or name
         self.machine_id = machine_id or hashlib.sha256(f"overlaynet-lab:{name}".encode()).hexdigest()[:32]
-        self.binds = [(Path(a), b) for a, b in binds]
-        self.binds_ro = [(Path(a), b) for a, b in binds_ro]
-        self.extra_nspawn_args = list(extra_nspawn_args)
+        self.extras = extras or NspawnExtras()
 
         self.dir = self.state_dir / name
         self.upper = self.dir / "upper"
@@ -240,14 +211,14 @@ class Machine:
     @property
     def leader_pid(self) -> int:
         """PID (in the root namespace) of the machine's systemd (its PID 1)."""
-        if not self._leader_pid or not _alive(self._leader_pid, self.leader_start):
+        if not self._leader_pid or not procs.same_process(self._leader_pid, self.leader_start):
             raise MachineError(f"machine {self.name} is not running")
         return self._leader_pid
 
     def is_running(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
             return False
-        return _alive(self.nspawn_pid, self.nspawn_start)
+        return procs.same_process(self.nspawn_pid, self.nspawn_start)
 
     def __repr__(self) -> str:
         return f"Machine({self.name!r}, netns={self.netns_name!r}, pid={self.nspawn_pid})"
@@ -375,9 +346,9 @@ class Machine:
             "--console=read-only",
             f"--bind={self.docker_dir}:/var/lib/docker",
         ]
-        argv += [f"--bind={a}:{b}" for a, b in self.binds]
-        argv += [f"--bind-ro={a}:{b}" for a, b in self.binds_ro]
-        return argv + self.extra_nspawn_args
+        argv += [f"--bind={a}:{b}" for a, b in self.extras.binds]
+        argv += [f"--bind-ro={a}:{b}" for a, b in self.extras.binds_ro]
+        return argv + list(self.extras.args)
 
     def boot(self, leader_timeout: float = 15.0) -> None:
         """Mount the overlay, personalise it and start systemd-nspawn in the background.
@@ -413,7 +384,7 @@ class Machine:
             finally:
                 log.close()
             self.nspawn_pid = self._proc.pid
-            self.nspawn_start = _starttime(self._proc.pid)
+            self.nspawn_start = procs.start_time(self._proc.pid)
             self._boot_t0 = t0
             self._save()
             deadline = t0 + leader_timeout
@@ -422,10 +393,10 @@ class Machine:
                     raise MachineError(
                         f"{self.name}: systemd-nspawn exited with code {self._proc.returncode}:\n{self.console_tail()}"
                     )
-                leader = [p for p in _children(self._proc.pid) if _is_pid1_of_own_ns(p)]
+                leader = [p for p in procs.children(self._proc.pid) if _is_pid1_of_own_ns(p)]
                 if leader:
                     self._leader_pid = leader[0]
-                    self.leader_start = _starttime(leader[0])
+                    self.leader_start = procs.start_time(leader[0])
                     break
                 if time.monotonic() > deadline:
                     raise MachineError(f"{self.name}: no container PID 1 after {leader_timeout:.0f} s")
@@ -556,10 +527,40 @@ class Machine:
             if self._proc is not None:
                 if self._proc.poll() is not None:
                     return True
-            elif not _alive(self.nspawn_pid, self.nspawn_start):
+            elif not procs.same_process(self.nspawn_pid, self.nspawn_start):
                 return True
             time.sleep(0.02)
         return not self.is_running()
+
+    def _halt(self, timeout: float) -> None:
+        """SIGTERM to nspawn (an orderly halt); SIGKILL to PID 1 and nspawn after *timeout*."""
+        procs.signal_pid(self.nspawn_pid, self.nspawn_start, signal.SIGTERM)
+        if self._wait_gone(timeout):
+            return
+        if self._leader_pid:
+            procs.signal_pid(self._leader_pid, self.leader_start, signal.SIGKILL)
+        procs.signal_pid(self.nspawn_pid, self.nspawn_start, signal.SIGKILL)
+        if not self._wait_gone(10):
+            raise MachineError(f"{self.name}: systemd-nspawn (pid {self.nspawn_pid}) survived SIGKILL")
+
+    def _kill_leftover_leader(self) -> None:
+        """The leader may outlive a SIGKILLed nspawn for a moment."""
+        if self._leader_pid and procs.same_process(self._leader_pid, self.leader_start):
+            procs.signal_pid(self._leader_pid, self.leader_start, signal.SIGKILL)
+            procs.wait_gone([self._leader_pid], {self._leader_pid: self.leader_start}, 10)
+
+    def _release_files(self, remove: bool) -> None:
+        """Unmount the overlay; delete the machine's directory, or (not *remove*) keep it
+        with its state for a reboot."""
+        if self.dir.exists():
+            try:
+                umount_below(self.root)
+            except RootfsError as e:
+                raise MachineError(f"{self.name}: {e}") from e
+            if remove:
+                remove_tree(self.dir)
+            else:
+                self._save()
 
     def stop(self, timeout: float = 20.0, *, remove: bool = True) -> None:
         """Halt the machine and clean up.
@@ -575,19 +576,8 @@ class Machine:
         """
         self._adopt_state()
         if self.is_running():
-            _signal(self.nspawn_pid, self.nspawn_start, signal.SIGTERM)  # type: ignore[arg-type]
-            if not self._wait_gone(timeout):
-                if self._leader_pid:
-                    _signal(self._leader_pid, self.leader_start, signal.SIGKILL)
-                _signal(self.nspawn_pid, self.nspawn_start, signal.SIGKILL)  # type: ignore[arg-type]
-                if not self._wait_gone(10):
-                    raise MachineError(f"{self.name}: systemd-nspawn (pid {self.nspawn_pid}) survived SIGKILL")
-        # the leader may outlive a SIGKILLed nspawn for a moment
-        if self._leader_pid and _alive(self._leader_pid, self.leader_start):
-            _signal(self._leader_pid, self.leader_start, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _alive(self._leader_pid, self.leader_start) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            self._halt(timeout)
+        self._kill_leftover_leader()
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=1)
@@ -597,15 +587,7 @@ class Machine:
             cgroups.remove(self.cgroup)
         except cgroups.CgroupError as e:
             raise MachineError(f"{self.name}: {e}") from e
-        if self.dir.exists():
-            try:
-                umount_below(self.root)
-            except RootfsError as e:
-                raise MachineError(f"{self.name}: {e}") from e
-            if remove:
-                remove_tree(self.dir)
-            else:
-                self._save()
+        self._release_files(remove)
         # nspawn's per-machine propagation directory (empty once it has exited)
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/systemd/nspawn/propagate/{self.name}")

@@ -1,8 +1,9 @@
-"""Long-running lab processes: started with argv lists, stopped BY PID only.
+"""Processes of the lab: started with argv lists, stopped BY PID only.
 
 A PID is recorded together with the process start time (field 22 of ``/proc/<pid>/stat``),
 so a PID that was reused by an unrelated process after a reboot or a crash is never
-signalled.
+signalled. A record is ``{"pid": int, "start_time": int | None, ...}``; the same check is
+available for a bare ``(pid, start_time)`` pair (:func:`same_process`).
 """
 
 from __future__ import annotations
@@ -27,28 +28,39 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def start_time(pid: int) -> int | None:
-    """Start time of *pid* in clock ticks since boot, or None when it does not exist."""
+    """Start time of *pid* in clock ticks since boot, or None when it does not exist
+    (or is a zombie: dead, not yet reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None  # zombie: dead, not yet reaped
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[19])
+
+
+def same_process(pid: int | None, start: int | None) -> bool:
+    """True when *pid* runs and is still the process that had start time *start*."""
+    if not pid or start is None:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(pid, None)
+        return False
+    return start_time(pid) == start
 
 
 def alive(record: Mapping[str, Any] | None) -> bool:
     """True when the recorded process is still the same running process."""
     if not record or not record.get("pid"):
         return False
-    pid = int(record["pid"])
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
-        return False
+    return same_process(int(record["pid"]), record.get("start_time"))
+
+
+def record_of(pid: int) -> dict[str, Any] | None:
     st = start_time(pid)
-    return st is not None and st == record.get("start_time")
+    return None if st is None else {"pid": pid, "start_time": st}
 
 
 def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -67,41 +79,38 @@ def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) 
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of *pid* (``/proc/<pid>/task/<pid>/children``)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [int(p) for p in text.split()]
+    """Children of *pid*, of all its threads (``/proc/<pid>/task/*/children``)."""
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                kids += [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return kids
 
 
-def record_of(pid: int) -> dict[str, Any] | None:
-    st = start_time(pid)
-    return None if st is None else {"pid": pid, "start_time": st}
+def signal_pid(pid: int | None, start: int | None, sig: int) -> bool:
+    """Send *sig* to *pid* only if it is still the process that had start time *start*."""
+    if pid is None or not same_process(pid, start):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+        return True
+    return False
 
 
-def _wait_gone(pids: list[int], starts: dict[int, int | None], timeout: float) -> list[int]:
+def wait_gone(pids: Sequence[int], starts: Mapping[int, int | None], timeout: float) -> list[int]:
+    """Wait until the given processes are gone (or reaped); return those still there."""
     deadline = time.monotonic() + timeout
     left = list(pids)
     while left:
-        still = []
-        for pid in left:
-            child = _CHILDREN.get(pid)
-            if child is not None:
-                if child.poll() is not None:
-                    _CHILDREN.pop(pid, None)
-                    continue
-            st = start_time(pid)
-            if st is not None and st == starts[pid]:
-                still.append(pid)
-        left = still
+        left = [pid for pid in left if same_process(pid, starts.get(pid))]
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.01)
     return left
 
 
-def kill_all(records: list[Mapping[str, Any]], timeout: float = 5.0,
+def kill_all(records: Sequence[Mapping[str, Any]], timeout: float = 5.0,
              first: signal.Signals = signal.SIGTERM) -> None:
     """Send *first* (SIGTERM) to every recorded process that is still the same process,
     SIGKILL what is left after *timeout* seconds, and wait until they are gone."""
@@ -112,18 +121,18 @@ def kill_all(records: list[Mapping[str, Any]], timeout: float = 5.0,
     kill_pids(list(starts), starts, timeout, first)
 
 
-def kill_pids(pids: list[int], starts: dict[int, int | None] | None = None,
+def kill_pids(pids: Sequence[int], starts: Mapping[int, int | None] | None = None,
               timeout: float = 5.0, first: signal.Signals = signal.SIGTERM) -> None:
     """Signal the given PIDs (checked against their start times), escalate to SIGKILL."""
     if starts is None:
         starts = {pid: start_time(pid) for pid in pids}
-    pids = [p for p in pids if p > 1 and starts.get(p) is not None and p != os.getpid()]
-    for pid in pids:
+    chosen = [p for p in pids if p > 1 and starts.get(p) is not None and p != os.getpid()]
+    for pid in chosen:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, first)
-    left = _wait_gone(pids, starts, timeout if first != signal.SIGKILL else 2.0)
+    left = wait_gone(chosen, starts, timeout if first != signal.SIGKILL else 2.0)
     if left:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _wait_gone(left, starts, 5.0)
+        wait_gone(left, starts, 5.0)

@@ -191,35 +191,47 @@ def _deb822_stanzas(text: str) -> Iterator[dict[str, str]]:
         yield stanza
 
 
-def _apt_sources(apt_dir: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(uri, suites, components) of every enabled ``deb`` source, in apt's order."""
-    found: list[tuple[str, list[str], list[str]]] = []
+def _source_files(apt_dir: Path) -> list[Path]:
+    """sources.list, then sources.list.d/*.list and *.sources by name: apt's order."""
     files: list[Path] = []
     if (apt_dir / "sources.list").is_file():
         files.append(apt_dir / "sources.list")
     d = apt_dir / "sources.list.d"
     if d.is_dir():
         files += sorted(p for p in d.iterdir() if p.suffix in (".list", ".sources"))
-    for f in files:
+    return files
+
+
+def _deb822_sources(text: str) -> list[tuple[str, list[str], list[str]]]:
+    found = []
+    for st in _deb822_stanzas(text):
+        if "deb" not in st.get("types", "").split() or st.get("enabled", "yes").lower() == "no":
+            continue
+        for uri in st.get("uris", "").split():
+            found.append((uri, st.get("suites", "").split(), st.get("components", "").split()))
+    return found
+
+
+def _one_line_sources(text: str) -> list[tuple[str, list[str], list[str]]]:
+    found = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        line = re.sub(r"\[[^\]]*\]", " ", line)  # drop [options]
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "deb":
+            found.append((parts[1], [parts[2]], parts[3:]))
+    return found
+
+
+def _apt_sources(apt_dir: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(uri, suites, components) of every enabled ``deb`` source, in apt's order."""
+    found: list[tuple[str, list[str], list[str]]] = []
+    for f in _source_files(apt_dir):
         try:
             text = f.read_text(errors="replace")
         except OSError:
             continue
-        if f.suffix == ".sources":
-            for st in _deb822_stanzas(text):
-                if "deb" not in st.get("types", "").split():
-                    continue
-                if st.get("enabled", "yes").lower() == "no":
-                    continue
-                for uri in st.get("uris", "").split():
-                    found.append((uri, st.get("suites", "").split(), st.get("components", "").split()))
-        else:
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                line = re.sub(r"\[[^\]]*\]", " ", line)  # drop [options]
-                parts = line.split()
-                if len(parts) >= 3 and parts[0] == "deb":
-                    found.append((parts[1], [parts[2]], parts[3:]))
+        found += _deb822_sources(text) if f.suffix == ".sources" else _one_line_sources(text)
     return found
 
 
@@ -444,9 +456,8 @@ def _enable(root: Path, unit: str, target: str) -> None:
         link.symlink_to(src)
 
 
-def _customise(root: Path, log: Log) -> None:
-    log("customising the rootfs")
-    # identity: per machine, written at boot by lab.machines
+def _reset_identity(root: Path) -> None:
+    """Identity: per machine, written at boot by lab.machines."""
     for rel in ("etc/hostname", "etc/resolv.conf"):
         p = root / rel
         if p.is_symlink() or p.exists():
@@ -459,7 +470,9 @@ def _customise(root: Path, log: Log) -> None:
     dbus_id.symlink_to("/etc/machine-id")
     _write(root, "/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 
-    # sshd: per-machine ed25519 host key, root by key only, internal sftp
+
+def _configure_sshd(root: Path) -> None:
+    """sshd: per-machine ed25519 host key, root by key only, internal sftp."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     _write(root, "/etc/ssh/sshd_config.d/overlaynet-lab.conf", SSHD_DROPIN)
@@ -476,7 +489,9 @@ def _customise(root: Path, log: Log) -> None:
     if ak.exists():
         ak.unlink()
 
-    # systemd: fast boot and shutdown, volatile journal, no timers
+
+def _configure_systemd(root: Path) -> None:
+    """systemd: fast boot and shutdown, volatile journal, no timers."""
     _write(root, "/etc/systemd/journald.conf.d/overlaynet-lab.conf", JOURNALD_DROPIN)
     _write(root, "/etc/systemd/system.conf.d/overlaynet-lab.conf", SYSTEM_DROPIN)
     for unit in MASKED_UNITS:
@@ -486,7 +501,9 @@ def _customise(root: Path, log: Log) -> None:
     # docker needs /var/lib/docker on a plain filesystem: lab.machines bind-mounts it
     (root / "var/lib/docker").mkdir(parents=True, exist_ok=True)
 
-    # no registries reachable from a machine: drop the package caches
+
+def _drop_caches(root: Path) -> None:
+    """No registries reachable from a machine: drop the package caches; empty the logs."""
     for p in (root / "var/cache/apt/archives").glob("*.deb"):
         p.unlink()
     lists = root / "var/lib/apt/lists"
@@ -496,6 +513,14 @@ def _customise(root: Path, log: Log) -> None:
     for p in (root / "var/log").rglob("*"):
         if p.is_file():
             p.write_bytes(b"")
+
+
+def _customise(root: Path, log: Log) -> None:
+    log("customising the rootfs")
+    _reset_identity(root)
+    _configure_sshd(root)
+    _configure_systemd(root)
+    _drop_caches(root)
 
 
 def _verify_wheels(root: Path, python_packages: Sequence[str], log: Log) -> None:
@@ -580,11 +605,11 @@ def build_rootfs(
         "debootstrap_seconds": round(t_deb, 1),
         "build_seconds": round(time.monotonic() - t0, 1),
     }
-    info["size_bytes"] = _tree_size(target)
+    size = info["size_bytes"] = _tree_size(target)
     _write(target, MANIFEST, json.dumps(info, indent=2) + "\n")
     log(
         f"rootfs built in {info['build_seconds']} s (debootstrap {info['debootstrap_seconds']} s), "
-        f"{info['size_bytes'] / 2**20:.0f} MiB"
+        f"{size / 2**20:.0f} MiB"
     )
     return info
 

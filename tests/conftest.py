@@ -1,8 +1,9 @@
-"""Make the checkout importable as ansible_collections.overlaynet.flannel.
+"""Shared fixtures; the checkout is importable as ansible_collections.overlaynet.flannel.
 
-A symlink build/collections/ansible_collections/overlaynet/flannel -> the checkout is
-created once; the same directory is the ANSIBLE_COLLECTIONS_PATH of the ansible runs in
-the tests, so modules and tests import one copy of the engine.
+``lab.engine`` links build/collections/ansible_collections/overlaynet/flannel to the
+checkout and puts build/collections on sys.path; the same directory is the
+ANSIBLE_COLLECTIONS_PATH of the ansible runs in the tests, so modules and tests import one
+copy of the engine.
 """
 
 from __future__ import annotations
@@ -10,48 +11,39 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COLLECTIONS = REPO / "build" / "collections"
+for path in (REPO, REPO / "tests"):  # the lab package, and tests/support
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
+from lab.engine import link_collection  # noqa: E402
+from lab.etcd import Cluster  # noqa: E402
+from lab.netns import Namespaces  # noqa: E402
 
-def _link_collection() -> None:
-    link = COLLECTIONS / "ansible_collections" / "overlaynet" / "flannel"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            link.symlink_to(os.path.relpath(REPO, link.parent))
-        except FileExistsError:
-            pass  # a parallel worker made it
-    if str(COLLECTIONS) not in sys.path:
-        sys.path.insert(0, str(COLLECTIONS))
-
-
-_link_collection()
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support.etcd_server import EtcdServer  # noqa: E402 - needs the path above
-from support.namespaces import Namespaces  # noqa: E402
+link_collection()
 
 
 @pytest.fixture(scope="session")
-def etcd_server():
-    server = EtcdServer().start()
+def etcd_server() -> Iterator[Cluster]:
+    """One etcd member on loopback for the whole run (plain http)."""
+    server = Cluster.loopback().start()
     yield server
     server.close()
 
 
 @pytest.fixture
-def etcd_prefix(request) -> str:
+def etcd_prefix(request: pytest.FixtureRequest) -> str:
     """A fresh key prefix per test, so tests share one etcd without seeing each other."""
     return f"/oflt/{request.node.name.replace('[', '_').replace(']', '_')}/{os.getpid()}"
 
 
 @pytest.fixture
-def netns():
+def netns() -> Iterator[str]:
     """A network namespace of the test's own (prefix oflt-), removed afterwards."""
     namespaces = Namespaces()
     try:

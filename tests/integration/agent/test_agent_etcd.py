@@ -1,8 +1,9 @@
 """The agent (bin/flannel-agent, the real launcher) against a real etcd, host-gw, in namespaces.
 
-    oflag-<pid>-hub     bridge br0 192.168.81.2/24 and etcd on http://192.168.81.2:2379
+    oflag-<pid>-ul      bridge br0 192.168.81.2/24 and etcd on http://192.168.81.2:2379
     oflag-<pid>-<name>  one per agent host: eth0 192.168.81.N/24 on br0
 
+(a ``lab.rig.Rig``).
 Every agent runs as `ip netns exec <host ns> bin/flannel-agent ...`. Nothing is added to the
 root namespace; namespaces, etcd and agents are removed afterwards (by PID), also on failure.
 Peers without an agent ("fake peers") are leases written with etcdctl; host-gw routes them
@@ -21,17 +22,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from support.namespaces import Namespaces
-from support.netns_etcd import NetnsEtcd
+from lab import netns
+from lab.engine import parse_env_text
+from lab.etcd import Cluster, EtcdCtl
+from lab.rig import Rig
+from lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT = REPO / "bin" / "flannel-agent"
-HUB_IP = "192.168.81.2"
+HUB_OFFSET = 2  # the switch's own address, where etcd listens
 NETWORK = "10.5.0.0/16"
 CONFIG = json.dumps({"Network": NETWORK, "Backend": {"Type": "host-gw"}})
 RTPROT_OVERLAYNET = "70"
@@ -44,19 +48,8 @@ pytestmark = [
 ]
 
 
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    return wait_for(predicate, timeout, what, interval=0.2)
 
 
 class Host:
@@ -66,7 +59,7 @@ class Host:
 
     def routes(self) -> dict[str, str]:
         """Our (host-gw) routes: destination -> gateway."""
-        out = run("ip", "-n", self.ns, "-j", "route", "show", "proto", RTPROT_OVERLAYNET).stdout
+        out = netns.ip(self.ns, "-j", "route", "show", "proto", RTPROT_OVERLAYNET)
         return {r["dst"]: r.get("gateway") for r in json.loads(out or "[]")}
 
     def http_get(self, path: str) -> tuple[int, str]:
@@ -78,14 +71,14 @@ class Host:
             "except urllib.error.HTTPError as e:\n"
             "    print(e.code, e.read().decode().strip())\n"
         )
-        out = run("ip", "netns", "exec", self.ns, sys.executable, "-c", code).stdout.split(" ", 1)
+        out = netns.run(self.ns, [sys.executable, "-c", code]).stdout.split(" ", 1)
         return int(out[0]), out[1].strip()
 
 
 class Agent:
     """One flannel-agent process; NOTIFY_SOCKET is a datagram socket bound by the test."""
 
-    def __init__(self, lab: Lab, host: Host, prefix: str, *extra: str, env: dict[str, str] | None = None,
+    def __init__(self, lab: Rig, host: Host, prefix: str, *extra: str, env: dict[str, str] | None = None,
                  endpoints_in_env: bool = False, endpoints: str | None = None) -> None:
         self.lab, self.host, self.prefix = lab, host, prefix
         self.endpoints = endpoints or lab.etcd.endpoint
@@ -98,6 +91,7 @@ class Agent:
         self.messages: list[str] = []
         self.extra, self.env, self.endpoints_in_env = list(extra), dict(env or {}), endpoints_in_env
         self.proc: subprocess.Popen[bytes] | None = None
+        lab.defer(self.kill)
 
     def start(self) -> Agent:
         args = ["--iface", "eth0", "--subnet-file", str(self.subnet_file), "--reconcile-interval", "1",
@@ -113,7 +107,6 @@ class Agent:
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.host.ns, str(AGENT), *args],
                                      stdout=log, stderr=log, env=env)
         log.close()
-        self.lab.agents.append(self)
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -153,7 +146,7 @@ class Agent:
             raise AssertionError(f"agent did not exit; log:\n{self.log()}") from None
 
     def subnet_env(self) -> dict[str, str]:
-        return dict(line.split("=", 1) for line in self.subnet_file.read_text().splitlines())
+        return parse_env_text(self.subnet_file.read_text())
 
     def kill(self) -> None:
         if self.alive():
@@ -162,63 +155,41 @@ class Agent:
         self.notify.close()
 
 
-class Lab:
-    def __init__(self) -> None:
-        self.tag = f"oflag-{os.getpid()}"
-        self.namespaces = Namespaces()
-        self.agents: list[Agent] = []
-        self.addresses = itertools.count(11)
-        self.tmp = tempfile.mkdtemp(prefix="oflag-")
-        self.hub = self._netns("hub")
-        run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        run("ip", "-n", self.hub, "addr", "add", f"{HUB_IP}/24", "dev", "br0")
-        run("ip", "-n", self.hub, "link", "set", "br0", "up")
-        self.etcd = NetnsEtcd(self.hub, HUB_IP).start()
+_addresses = itertools.count(11)
 
-    def _netns(self, suffix: str) -> str:
-        return self.namespaces.add(f"{self.tag}-{suffix}")
 
-    def host(self, name: str) -> Host:
-        """A fresh host namespace on the bridge, with an address never used before."""
-        number = next(self.addresses)
-        ns = self._netns(f"{name}-{number}")
-        port = f"v{number}"
-        run("ip", "-n", self.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "-n", self.hub, "link", "set", port, "master", "br0", "up")
-        run("ip", "-n", ns, "addr", "add", f"192.168.81.{number}/24", "dev", "eth0")
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-        return Host(ns, f"192.168.81.{number}")
+def new_host(lab: Rig, name: str) -> Host:
+    """A fresh host namespace on the bridge, with an address never used before."""
+    number = next(_addresses)
+    ns = lab.node(f"{name}-{number}", number, port=f"v{number}")
+    return Host(ns, lab.address(number))
 
-    def put_config(self, prefix: str) -> None:
-        self.etcd.etcdctl("put", f"{prefix}/config", CONFIG)
 
-    def put_fake_peer(self, prefix: str, subnet: str, public_ip: str, etcd: NetnsEtcd | None = None) -> str:
-        key = f"{prefix}/subnets/{subnet.replace('/', '-')}"
-        value = json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "host-gw"},
-                           separators=(",", ":"))
-        (etcd or self.etcd).etcdctl("put", key, value)
-        return key
+def put_config(etcd: EtcdCtl, prefix: str) -> None:
+    etcd.etcdctl("put", f"{prefix}/config", CONFIG)
 
-    def leases(self, prefix: str) -> dict[str, dict]:
-        """subnet key tail -> lease JSON."""
-        base = f"{prefix}/subnets/"
-        return {key[len(base):]: json.loads(value) for key, value in self.etcd.get_prefix(base).items()}
 
-    def close(self) -> None:
-        for agent in self.agents:
-            agent.kill()
-        self.etcd.close()
-        self.namespaces.delete_all()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+def put_fake_peer(etcd: EtcdCtl, prefix: str, subnet: str, public_ip: str) -> str:
+    key = f"{prefix}/subnets/{subnet.replace('/', '-')}"
+    value = json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "host-gw"},
+                       separators=(",", ":"))
+    etcd.etcdctl("put", key, value)
+    return key
+
+
+def leases_in(etcd: EtcdCtl, prefix: str) -> dict[str, dict]:
+    """subnet key tail -> lease JSON."""
+    base = f"{prefix}/subnets/"
+    return {key[len(base):]: json.loads(value) for key, value in etcd.get_prefix(base).items()}
 
 
 @pytest.fixture(scope="module")
-def lab():
-    built = Lab()
-    try:
-        yield built
-    finally:
-        built.close()
+def lab() -> Iterator[Rig]:
+    """The switch (192.168.81.2, running etcd); tests add their hosts with new_host()."""
+    with Rig(f"oflag-{os.getpid()}-") as rig:
+        rig.build_switch(offset=HUB_OFFSET)
+        rig.start_etcd([rig.address(HUB_OFFSET)], names=["lab"])
+        yield rig
 
 
 @pytest.fixture
@@ -233,11 +204,11 @@ def own_key(agent: Agent) -> str:
 
 
 def test_start_up_waits_for_the_config_then_reports_ready_and_keeps_its_subnet(lab, prefix):
-    host = lab.host("h1")
+    host = new_host(lab, "h1")
     agent = Agent(lab, host, prefix, "--ip-masq", endpoints_in_env=True).start()
     wait_until(lambda: "could not read the network config" in agent.log(), 10, "a log line about the config")
     assert agent.alive()
-    lab.put_config(prefix)
+    put_config(lab.etcd, prefix)
     agent.wait_ready()
     assert any(message.startswith("STATUS=lease 10.5.") for message in agent.messages)
     assert host.http_get("/readyz") == (200, "ready")
@@ -249,19 +220,20 @@ def test_start_up_waits_for_the_config_then_reports_ready_and_keeps_its_subnet(l
     assert env["FLANNEL_MTU"] == "1500"  # host-gw: the underlay's MTU
     assert env["FLANNEL_IPMASQ"] == "true"
     key = own_key(agent)
-    assert lab.leases(prefix) == {key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw"}}
+    assert leases_in(lab.etcd, prefix) == {
+        key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw"}}
     assert lab.etcd.lease_of(f"{prefix}/subnets/{key}") > 0  # an ordinary lease with a TTL
 
-    rules = run("ip", "netns", "exec", host.ns, "iptables", "-w", "5", "-t", "nat", "-S", "FLANNEL-POSTRTG").stdout
+    rules = netns.run(host.ns, ["iptables", "-w", "5", "-t", "nat", "-S", "FLANNEL-POSTRTG"]).stdout
     assert f"-s {NETWORK} ! -d 224.0.0.0/4" in rules
     assert f"! -s {NETWORK} -d {env['FLANNEL_SUBNET'].replace('.1/', '.0/')}" in rules
-    forward = run("ip", "netns", "exec", host.ns, "iptables", "-w", "5", "-S", "FLANNEL-FWD").stdout
+    forward = netns.run(host.ns, ["iptables", "-w", "5", "-S", "FLANNEL-FWD"]).stdout
     assert f"-s {NETWORK}" in forward and f"-d {NETWORK}" in forward
 
     # SIGTERM: exit 0, the lease stays in etcd; a restart gets the same subnet.
     agent.signal(signal.SIGTERM)
     assert agent.wait() == 0
-    assert key in lab.leases(prefix)
+    assert key in leases_in(lab.etcd, prefix)
     agent.messages.clear()
     agent.start().wait_ready()
     assert own_key(agent) == key
@@ -279,7 +251,7 @@ def test_start_up_waits_for_the_config_then_reports_ready_and_keeps_its_subnet(l
 
 
 def test_sigterm_while_waiting_for_etcd_exits_0(lab, prefix):
-    agent = Agent(lab, lab.host("h1"), prefix).start()  # no config: it waits
+    agent = Agent(lab, new_host(lab, "h1"), prefix).start()  # no config: it waits
     wait_until(lambda: "could not read the network config" in agent.log(), 10, "the agent to wait")
     started = time.monotonic()
     agent.signal(signal.SIGTERM)
@@ -291,8 +263,8 @@ def test_sigterm_while_waiting_for_etcd_exits_0(lab, prefix):
 
 
 def test_peers_follow_the_leases_and_drift_is_repaired(lab, prefix):
-    lab.put_config(prefix)
-    h1, h2 = lab.host("h1"), lab.host("h2")
+    put_config(lab.etcd, prefix)
+    h1, h2 = new_host(lab, "h1"), new_host(lab, "h2")
     a1 = Agent(lab, h1, prefix).start()
     a1.wait_ready()
     a2 = Agent(lab, h2, prefix).start()
@@ -303,19 +275,19 @@ def test_peers_follow_the_leases_and_drift_is_repaired(lab, prefix):
     assert "FLANNEL_IPMASQ=false" in a1.subnet_file.read_text()
 
     # A lease appears, changes, turns malformed, goes: the routes follow.
-    key = lab.put_fake_peer(prefix, "10.5.200.0/24", "192.168.81.200")
+    key = put_fake_peer(lab.etcd, prefix, "10.5.200.0/24", "192.168.81.200")
     wait_until(lambda: h1.routes().get("10.5.200.0/24") == "192.168.81.200", 10, "the new peer's route")
-    lab.put_fake_peer(prefix, "10.5.200.0/24", "192.168.81.201")
+    put_fake_peer(lab.etcd, prefix, "10.5.200.0/24", "192.168.81.201")
     wait_until(lambda: h1.routes().get("10.5.200.0/24") == "192.168.81.201", 10, "the updated route")
     lab.etcd.etcdctl("put", key, "{not json")
     wait_until(lambda: "10.5.200.0/24" not in h1.routes(), 10, "the malformed peer's route to go")
-    lab.put_fake_peer(prefix, "10.5.200.0/24", "192.168.81.201")
+    put_fake_peer(lab.etcd, prefix, "10.5.200.0/24", "192.168.81.201")
     wait_until(lambda: "10.5.200.0/24" in h1.routes(), 10, "the route to come back")
     lab.etcd.etcdctl("del", key)
     wait_until(lambda: "10.5.200.0/24" not in h1.routes(), 10, "the deleted peer's route to go")
 
     # Drift: a route deleted behind the agent's back is back within 10 s.
-    run("ip", "-n", h1.ns, "route", "del", s2)
+    netns.ip(h1.ns, "route", "del", s2)
     wait_until(lambda: h1.routes().get(s2) == h2.address, 10, "the deleted route to come back")
 
     # h2's lease is deleted: h1 removes the route; h2 exits non-zero, leaving its data plane.
@@ -330,17 +302,17 @@ def test_peers_follow_the_leases_and_drift_is_repaired(lab, prefix):
 
 
 def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, prefix):
-    lab.put_config(prefix)
-    h1, h2 = lab.host("h1"), lab.host("h2")
+    put_config(lab.etcd, prefix)
+    h1, h2 = new_host(lab, "h1"), new_host(lab, "h2")
     a1, a2 = Agent(lab, h1, prefix).start(), Agent(lab, h2, prefix).start()
     a1.wait_ready()
     a2.wait_ready()
-    lab.put_fake_peer(prefix, "10.5.201.0/24", "192.168.81.201")
+    put_fake_peer(lab.etcd, prefix, "10.5.201.0/24", "192.168.81.201")
     s2 = own_key(a2).replace("-", "/")
     wait_until(lambda: len(h1.routes()) == 2 and len(h2.routes()) == 2, 10, "both peers' routes")
     before = (h1.routes(), h2.routes())
 
-    h3 = lab.host("h3")
+    h3 = new_host(lab, "h3")
     a3 = Agent(lab, h3, prefix)
     lab.etcd.stop()
     try:
@@ -351,14 +323,14 @@ def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, pre
             assert a1.alive() and a2.alive() and a3.alive()
             assert (h1.routes(), h2.routes()) == before  # the data plane stays exactly as it is
         assert "could not read the network config (attempt 2)" in a3.log()
-        run("ip", "-n", h1.ns, "route", "del", s2)  # drift is still repaired without etcd
+        netns.ip(h1.ns, "route", "del", s2)  # drift is still repaired without etcd
         wait_until(lambda: h1.routes() == before[0], 10, "the route repaired during the outage")
     finally:
         lab.etcd.start()
     wait_until(lambda: "etcd is reachable again" in a1.log(), 15, "the agent to reconnect")
 
     # After the restart new peers are seen: a lease written with etcdctl and the new agent.
-    lab.put_fake_peer(prefix, "10.5.202.0/24", "192.168.81.202")
+    put_fake_peer(lab.etcd, prefix, "10.5.202.0/24", "192.168.81.202")
     wait_until(lambda: h1.routes().get("10.5.202.0/24") == "192.168.81.202", 10, "h1 to see a new lease")
     a3.wait_ready()
     s3 = own_key(a3).replace("-", "/")
@@ -369,43 +341,38 @@ def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, pre
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0
     assert h1.routes() == routes  # stopping leaves the data plane in place
-    assert len(lab.leases(prefix)) == 5  # and the leases in etcd
+    assert len(leases_in(lab.etcd, prefix)) == 5  # and the leases in etcd
 
 
 def test_failover_to_another_member_when_the_used_one_goes_away(lab, prefix):
     addresses = ("192.168.81.3", "192.168.81.4", "192.168.81.5")
-    cluster = ",".join(f"m{i}=http://{address}:2380" for i, address in enumerate(addresses))
-    members = [NetnsEtcd(lab.hub, address, name=f"m{i}", peer_url=f"http://{address}:2380", initial_cluster=cluster)
-               for i, address in enumerate(addresses)]
+    cluster: Cluster | None = None  # a failed start is closed with the rig
     try:
         for address in addresses:
-            run("ip", "-n", lab.hub, "addr", "replace", f"{address}/24", "dev", "br0")
-        for member in members:
-            member.start(wait=False)
-        for member in members:
-            member.wait_healthy()
-        first, second = members[0], members[1]
+            netns.ip(lab.switch, "addr", "replace", f"{address}/24", "dev", "br0")
+        cluster = lab.start_etcd(addresses, names=[f"m{i}" for i in range(len(addresses))])
+        first, second = cluster.members[0], cluster.members[1]
         second.etcdctl("put", f"{prefix}/config", CONFIG)
-        h1 = lab.host("h1")
-        a1 = Agent(lab, h1, prefix, endpoints=",".join(member.endpoint for member in members)).start()
+        h1 = new_host(lab, "h1")
+        a1 = Agent(lab, h1, prefix, endpoints=cluster.endpoint).start()
         a1.wait_ready()
         first.stop()  # the member the agent talks to
-        lab.put_fake_peer(prefix, "10.5.220.0/24", "192.168.81.220", etcd=second)
+        put_fake_peer(second, prefix, "10.5.220.0/24", "192.168.81.220")
         wait_until(lambda: h1.routes().get("10.5.220.0/24") == "192.168.81.220", 15, "the peer seen via another member")
         assert a1.alive()
         assert "the lease watch stopped" in a1.log()
         a1.signal(signal.SIGTERM)
         assert a1.wait() == 0
     finally:
-        for member in members:
-            member.close()
+        if cluster is not None:
+            cluster.close()
         for address in addresses:
-            run("ip", "-n", lab.hub, "addr", "del", f"{address}/24", "dev", "br0", check=False)
+            netns.ip(lab.switch, "addr", "del", f"{address}/24", "dev", "br0", check=False)
 
 
 def test_the_lease_is_renewed_before_it_expires(lab, prefix):
-    lab.put_config(prefix)
-    h1 = lab.host("h1")
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
     a1 = Agent(lab, h1, prefix, "--subnet-lease-ttl", "10", "--subnet-lease-renew-margin", "1").start()
     a1.wait_ready()
     key = f"{prefix}/subnets/{own_key(a1)}"
@@ -418,26 +385,26 @@ def test_the_lease_is_renewed_before_it_expires(lab, prefix):
 
 
 def test_a_silent_partition_and_a_compaction_end_in_a_relist(lab, prefix):
-    lab.put_config(prefix)
-    h1 = lab.host("h1")
-    gone = lab.put_fake_peer(prefix, "10.5.210.0/24", "192.168.81.210")
-    kept = lab.put_fake_peer(prefix, "10.5.211.0/24", "192.168.81.211")
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
+    gone = put_fake_peer(lab.etcd, prefix, "10.5.210.0/24", "192.168.81.210")
+    kept = put_fake_peer(lab.etcd, prefix, "10.5.211.0/24", "192.168.81.211")
     a1 = Agent(lab, h1, prefix).start()
     a1.wait_ready()
     assert h1.routes() == {"10.5.210.0/24": "192.168.81.210", "10.5.211.0/24": "192.168.81.211"}
 
     # Packets from h1 to etcd vanish (no reset): only the agent's probe can notice.
     drop = ["-s", h1.address, "-p", "tcp", "--dport", "2379", "-j", "DROP"]
-    run("ip", "netns", "exec", lab.hub, "iptables", "-w", "5", "-I", "INPUT", *drop)
+    netns.run(lab.switch, ["iptables", "-w", "5", "-I", "INPUT", *drop])
     try:
         wait_until(lambda: "etcd is unavailable" in a1.log(), 15, "the agent to notice the partition")
         lab.etcd.etcdctl("del", gone)
-        lab.put_fake_peer(prefix, "10.5.211.0/24", "192.168.81.212")
-        lab.put_fake_peer(prefix, "10.5.213.0/24", "192.168.81.213")
+        put_fake_peer(lab.etcd, prefix, "10.5.211.0/24", "192.168.81.212")
+        put_fake_peer(lab.etcd, prefix, "10.5.213.0/24", "192.168.81.213")
         lab.etcd.etcdctl("compact", str(lab.etcd.revision()))
         assert len(h1.routes()) == 2  # nothing changes while etcd cannot be reached
     finally:
-        run("ip", "netns", "exec", lab.hub, "iptables", "-w", "5", "-D", "INPUT", *drop)
+        netns.run(lab.switch, ["iptables", "-w", "5", "-D", "INPUT", *drop])
     wait_until(lambda: h1.routes() == {"10.5.211.0/24": "192.168.81.212", "10.5.213.0/24": "192.168.81.213"},
                20, "the routes after the re-list")
     assert "compacted" in a1.log()
@@ -447,8 +414,8 @@ def test_a_silent_partition_and_a_compaction_end_in_a_relist(lab, prefix):
 
 
 def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix):
-    lab.put_config(prefix)
-    h1 = lab.host("h1")
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
     lease_id = lab.etcd.etcdctl("lease", "grant", "3600").split()[1]
     key = f"{prefix}/subnets/10.5.77.0-24"
     stale = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw", "BackendData": {"Old": 1}}
@@ -456,13 +423,13 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
     a1 = Agent(lab, h1, prefix).start()
     a1.wait_ready()
     assert own_key(a1) == "10.5.77.0-24"
-    assert lab.leases(prefix) == {"10.5.77.0-24": {"PublicIP": h1.address, "PublicIPv6": None,
-                                                   "BackendType": "host-gw"}}
+    assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": {"PublicIP": h1.address, "PublicIPv6": None,
+                                                            "BackendType": "host-gw"}}
     assert lab.etcd.lease_of(key) == int(lease_id, 16)  # the module's etcd lease is kept
 
     # Someone rewrites our lease with other data: the agent writes its own back.
     lab.etcd.etcdctl("put", f"--lease={lease_id}", key, json.dumps(stale))
-    wait_until(lambda: "BackendData" not in lab.leases(prefix)["10.5.77.0-24"], 10, "our data written back")
+    wait_until(lambda: "BackendData" not in leases_in(lab.etcd, prefix)["10.5.77.0-24"], 10, "our data written back")
     assert a1.alive()
     a1.signal(signal.SIGTERM)
     assert a1.wait() == 0
@@ -472,12 +439,12 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
 @pytest.mark.parametrize(("backend", "mtu", "device"), [("vxlan", "1450", "flannel.1"), ("udp", "1472", "flannel0")])
 def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backend, mtu, device):
     lab.etcd.etcdctl("put", f"{prefix}/config", json.dumps({"Network": NETWORK, "Backend": {"Type": backend}}))
-    h1, h2 = lab.host("h1"), lab.host("h2")
+    h1, h2 = new_host(lab, "h1"), new_host(lab, "h2")
     a1, a2 = Agent(lab, h1, prefix).start(), Agent(lab, h2, prefix).start()
     a1.wait_ready()
     a2.wait_ready()
     assert a1.subnet_env()["FLANNEL_MTU"] == mtu
-    leases = lab.leases(prefix)
+    leases = leases_in(lab.etcd, prefix)
     assert {lease["PublicIP"] for lease in leases.values()} == {h1.address, h2.address}
     # flannel's udp leases carry no BackendType (ours advertise the fast path in BackendData)
     expected_type = None if backend == "udp" else backend
@@ -486,11 +453,11 @@ def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backen
     far = own_key(a2).split("-", maxsplit=1)[0]
 
     def reaches() -> bool:
-        return run("ip", "netns", "exec", h1.ns, "ping", "-c", "1", "-W", "1", far, check=False).returncode == 0
+        return netns.ping(h1.ns, far)
 
     wait_until(reaches, 15, f"h1 to reach {far} over {backend}")
     # The device deleted behind the agent's back: repaired (device, address, routes) within 10 s.
-    run("ip", "-n", h1.ns, "link", "del", device)
+    netns.ip(h1.ns, "link", "del", device)
     wait_until(reaches, 10, f"{device} to be repaired")
     for agent in (a1, a2):
         agent.signal(signal.SIGTERM)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
-from backend_lab import Lab
+
+from lab.rig import Rig
+
+_counter = itertools.count()
 
 
 @pytest.fixture
@@ -13,8 +17,6 @@ def lab():
     """Three hosts (h1..h3) with a container each; deleted afterwards, even on failure."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    built = Lab()
-    try:
-        yield built.build(3)
-    finally:
-        built.close()
+    with Rig(f"oflb-{os.getpid()}-{next(_counter)}-") as rig:
+        rig.docker_hosts(3)
+        yield rig

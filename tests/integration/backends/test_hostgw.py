@@ -6,7 +6,7 @@ import os
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
+from backend_lab import RTPROT, config, host_lease, ip, local_host, netlink_changes, peers_of, plane, start
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
@@ -28,10 +28,10 @@ def far_lease(n: int = 9) -> Lease:
 def test_setup_creates_nothing_and_returns_underlay_mtu(lab):
     h1 = lab.hosts[0]
     links_before = {link.get("ifname") for link in _links(h1.ns)}
-    done = make_backend(config(HOSTGW), h1.local_host()).setup(config(HOSTGW), h1.local_host())
+    done = make_backend(config(HOSTGW), local_host(h1)).setup(config(HOSTGW), local_host(h1))
     assert done == BackendSetup("host-gw", None, 1500)
     assert {link.get("ifname") for link in _links(h1.ns)} == links_before
-    assert h1.lease("host-gw").attrs.to_json() == (
+    assert host_lease(h1, "host-gw").attrs.to_json() == (
         '{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"host-gw"}')
 
 
@@ -50,7 +50,7 @@ def test_setup_and_add_peer_twice_change_nothing(lab):
     h1 = lab.hosts[0]
     before = plane(h1.ns)
     with netlink_changes(h1.ns) as changes:
-        backends[1].setup(config(HOSTGW), h1.local_host())
+        backends[1].setup(config(HOSTGW), local_host(h1))
         backends[1].activate(h1.subnet)
         backends[1].add_peer(leases[2])
         backends[1].add_peer(leases[3])
@@ -131,7 +131,7 @@ def test_takes_over_routes_left_by_the_vxlan_backend(lab):
 
 def test_missing_underlay_interface_is_a_clear_error(lab):
     h1 = lab.hosts[0]
-    host = h1.local_host()
+    host = local_host(h1)
     gone = LocalHost(host.public_ip, "eth9", 999, 1500, netns=h1.ns)
     with pytest.raises(HostNetworkError, match="underlay interface eth9 .* does not exist"):
         HostGwBackend(config(HOSTGW), gone).setup()

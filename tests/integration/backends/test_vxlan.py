@@ -11,7 +11,7 @@ from pathlib import Path
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, ip, netlink_changes, peers_of, plane, start
+from backend_lab import RTPROT, config, host_lease, ip, local_host, netlink_changes, peers_of, plane, start
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
@@ -40,7 +40,7 @@ def test_make_backend_dispatches_on_type():
 
 def test_setup_creates_flannel_device_and_returns_lease_data(lab):
     h1 = lab.hosts[0]
-    done = make_backend(config(VXLAN), h1.local_host()).setup(config(VXLAN), h1.local_host())
+    done = make_backend(config(VXLAN), local_host(h1)).setup(config(VXLAN), local_host(h1))
 
     mac = done.backend_data["VtepMAC"]
     assert done == BackendSetup("vxlan", {"VNI": 1, "VtepMAC": mac}, 1450)
@@ -74,7 +74,7 @@ def test_setup_and_add_peer_twice_change_nothing(lab):
     h1 = lab.hosts[0]
     before = plane(h1.ns)
     with netlink_changes(h1.ns) as changes:
-        again = backends[1].setup(config(VXLAN), h1.local_host())
+        again = backends[1].setup(config(VXLAN), local_host(h1))
         backends[1].activate(h1.subnet)
         backends[1].add_peer(leases[2])
         backends[1].add_peer(leases[3])
@@ -160,13 +160,13 @@ def test_reconcile_removes_stale_entries_and_keeps_foreign_routes(lab):
 
 def test_vtep_mac_is_stable_across_a_new_setup(lab):
     h1 = lab.hosts[0]
-    first = VxlanBackend(config(VXLAN), h1.local_host()).setup()
+    first = VxlanBackend(config(VXLAN), local_host(h1)).setup()
     ip(h1.ns, "link", "del", "flannel.1")
-    second = VxlanBackend(config(VXLAN), h1.local_host()).setup()
+    second = VxlanBackend(config(VXLAN), local_host(h1)).setup()
     assert second.backend_data == first.backend_data
     assert plane(h1.ns).link.get("address") == first.backend_data["VtepMAC"]
     # Another host (other public IP) gets another MAC.
-    other = VxlanBackend(config(VXLAN), lab.hosts[1].local_host()).setup()
+    other = VxlanBackend(config(VXLAN), local_host(lab.hosts[1])).setup()
     assert other.backend_data["VtepMAC"] != first.backend_data["VtepMAC"]
 
 
@@ -175,7 +175,7 @@ def test_device_with_wrong_parameters_is_recreated(lab):
     ip(h1.ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "4789", "local", h1.public_ip,
        "dev", "eth0")
     old_index = plane(h1.ns).link["index"]
-    done = VxlanBackend(config(VXLAN), h1.local_host()).setup()
+    done = VxlanBackend(config(VXLAN), local_host(h1)).setup()
     p = plane(h1.ns)
     assert p.link["index"] != old_index and p.vxlan("IFLA_VXLAN_PORT") == 8472
     assert p.link.get("address") == done.backend_data["VtepMAC"]
@@ -183,7 +183,7 @@ def test_device_with_wrong_parameters_is_recreated(lab):
     # Right parameters but a random MAC and MTU (e.g. left by flanneld): kept, MAC and MTU fixed.
     ip(h1.ns, "link", "set", "flannel.1", "address", "02:11:22:33:44:55", "mtu", "1400")
     index = p.link["index"]
-    VxlanBackend(config(VXLAN), h1.local_host()).setup()
+    VxlanBackend(config(VXLAN), local_host(h1)).setup()
     p = plane(h1.ns)
     assert p.link["index"] == index
     assert (p.link.get("address"), p.link.get("mtu")) == (done.backend_data["VtepMAC"], 1450)
@@ -235,7 +235,7 @@ def test_peer_with_a_new_mac_is_reprogrammed(lab):
     for lease in (leases[1], leases[3]):
         ip(h2.ns, "neigh", "replace", str(lease.subnet.network), "lladdr", lease.attrs.backend_data["VtepMAC"],
            "dev", "flannel.1", "nud", "permanent")
-    moved = h2.lease("vxlan", {"VNI": 1, "VtepMAC": "02:aa:bb:cc:dd:02"})
+    moved = host_lease(h2, "vxlan", {"VNI": 1, "VtepMAC": "02:aa:bb:cc:dd:02"})
     backends[1].add_peer(moved)
     assert plane(h1.ns).neighbours["10.5.2.0"] == "02:aa:bb:cc:dd:02"
     assert h1.ping_from_container(h2.container_ip)
@@ -271,7 +271,7 @@ def test_failing_peer_does_not_stop_reconcile(lab):
 
 def test_reconcile_with_50_peers_is_cheap(lab):
     h1 = lab.hosts[0]
-    backend = VxlanBackend(config(VXLAN), h1.local_host())
+    backend = VxlanBackend(config(VXLAN), local_host(h1))
     backend.setup()
     backend.activate(h1.subnet)
     peers = {}
@@ -319,8 +319,8 @@ def test_production_path_runs_inside_the_host_namespace(lab):
     """The agent runs under `ip netns exec` with LocalHost.netns None: the current namespace."""
     h1, h2 = lab.hosts[:2]
     cfg = config(VXLAN)
-    b2 = make_backend(cfg, h2.local_host())
-    data2 = b2.setup(cfg, h2.local_host()).backend_data
+    b2 = make_backend(cfg, local_host(h2))
+    data2 = b2.setup(cfg, local_host(h2)).backend_data
     b2.activate(h2.subnet)
     collections = str(Path(sys.modules["ansible_collections"].__path__[0]).parent)
     args = {"ip": h1.public_ip, "index": h1.iface_index, "subnet": str(h1.subnet),
@@ -329,6 +329,6 @@ def test_production_path_runs_inside_the_host_namespace(lab):
                           json.dumps(args)], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     data1 = json.loads(out.stdout)
-    b2.add_peer(h1.lease("vxlan", data1))
+    b2.add_peer(host_lease(h1, "vxlan", data1))
     assert plane(h1.ns).routes == {"10.5.2.0/24": ("10.5.2.0", "flannel.1", True)}
     assert h1.ping_from_container(h2.container_ip)

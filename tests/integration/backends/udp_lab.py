@@ -1,26 +1,24 @@
-"""Namespaces for the udp backend tests and benchmark: hosts on an underlay bridge, each with a
-docker0-like bridge and one container namespace, plus an outsider on the underlay.
+"""The udp backend tests' rig and driver protocol.
 
-Everything lives in namespaces named oflu-<tag>-*: the underlay switch (ul), hosts (h1..),
+The rig (``lab.rig.Rig``, namespaces oflu-<tag>-*): the underlay switch (ul), hosts (h1..),
 containers (c1..) and a non-peer (x). Nothing is added to the root namespace. Underlay
 192.168.81.0/24 (host i = .10+i, outsider .99); overlay 10.7.0.0/16, host i leases 10.7.i.0/24,
-its docker0 is 10.7.i.1 and its container 10.7.i.2.
+its docker0 is 10.7.i.1 and its container 10.7.i.2. Each host's backend is a udp_driver.py
+process, talked to over stdin/stdout (:class:`Agent`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.namespaces import Namespaces, ip
+from lab import netns
+from lab.rig import Rig
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -29,6 +27,7 @@ if not Path(PYTHON).exists():
     PYTHON = sys.executable
 DRIVER = str(HERE / "udp_driver.py")
 NETWORK = "10.7.0.0/16"
+OUTSIDER_OFFSET = 99
 
 
 def underlay_ip(i: int) -> str:
@@ -101,105 +100,48 @@ class Agent:
         return self.proc.returncode
 
 
-class Lab:
-    def __init__(self, hosts: int = 3, underlay_mtu: int = 1500, tag: str | None = None) -> None:
-        self.tag = tag or f"{os.getpid() % 100000}{secrets.token_hex(2)}"
-        self.prefix = f"oflu-{self.tag}"
-        self.hosts = hosts
-        self.underlay_mtu = underlay_mtu
-        self.overlay_mtu = underlay_mtu - 28
-        self.namespaces = Namespaces()
-        self.agents: dict[int, Agent] = {}
-        self.procs: list[subprocess.Popen[str]] = []
+class Drivers(dict[int, Agent]):
+    """The udp driver of each host of one rig, by host number; stopped with the rig."""
 
-    def ns(self, role: str) -> str:
-        return f"{self.prefix}-{role}"
+    def __init__(self, rig: Rig) -> None:
+        super().__init__()
+        self.rig = rig
+        rig.defer(self.stop_all)
 
-    def h(self, i: int) -> str:
-        return self.ns(f"h{i}")
-
-    def c(self, i: int) -> str:
-        return self.ns(f"c{i}")
-
-    def build(self) -> Lab:
-        ul = self.ns("ul")
-        self.namespaces.add(ul)
-        ip("-n", ul, "link", "add", "br0", "type", "bridge")
-        ip("-n", ul, "link", "set", "br0", "up")
-        for i in range(1, self.hosts + 1):
-            self._underlay_port(self.h(i), f"u{i}", underlay_ip(i))
-            h, c = self.h(i), self.c(i)
-            ip("netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            ip("-n", h, "link", "add", "docker0", "type", "bridge")
-            ip("-n", h, "addr", "add", f"10.7.{i}.1/24", "dev", "docker0")
-            ip("-n", h, "link", "set", "docker0", "up")
-            self.namespaces.add(c)
-            ip("-n", c, "link", "add", "eth0", "mtu", str(self.overlay_mtu), "type", "veth",
-               "peer", "name", "veth0", "netns", h)
-            ip("-n", h, "link", "set", "veth0", "mtu", str(self.overlay_mtu), "master", "docker0", "up")
-            ip("-n", c, "addr", "add", f"{container_ip(i)}/24", "dev", "eth0")
-            ip("-n", c, "link", "set", "eth0", "up")
-            ip("-n", c, "route", "add", "default", "via", f"10.7.{i}.1")
-        self._underlay_port(self.ns("x"), "ux", "192.168.81.99")
-        return self
-
-    def _underlay_port(self, ns: str, port: str, address: str) -> None:
-        ul = self.ns("ul")
-        self.namespaces.add(ns)
-        mtu = str(self.underlay_mtu)
-        ip("-n", ns, "link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "netns", ul)
-        ip("-n", ul, "link", "set", port, "mtu", mtu, "master", "br0", "up")
-        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-
-    # --- agents --------------------------------------------------------------------------
-
-    def start_agent(self, i: int, *, plain: bool = False, state_file: str | None = None,
-                    timeout: float = 20) -> Agent:
-        argv = ["ip", "netns", "exec", self.h(i), PYTHON, DRIVER, "--network", NETWORK, "--subnet", subnet(i),
-                "--public-ip", underlay_ip(i)]
+    def start(self, i: int, *, plain: bool = False, state_file: str | None = None) -> Agent:
+        argv = [PYTHON, DRIVER, "--network", NETWORK, "--subnet", subnet(i), "--public-ip", underlay_ip(i)]
         if plain:
             argv.append("--plain")
         if state_file:
             argv += ["--state-file", state_file]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        self.procs.append(proc)
+        proc = self.rig.popen(self.rig.ns(f"h{i}"), *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
         agent = Agent(i, proc)
-        deadline = time.monotonic() + timeout
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        if not line or time.monotonic() > deadline:
+        if not line:
             agent.stop()
             raise RuntimeError(f"agent on host {i} did not start: {agent.error}")
         agent.setup = json.loads(line)["setup"]
-        self.agents[i] = agent
+        self[i] = agent
         return agent
 
-    def popen(self, ns: str, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, **kwargs)
-        self.procs.append(proc)
-        return proc
-
-    def run(self, ns: str, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return ip("netns", "exec", ns, *argv, check=check, timeout=timeout)
-
-    def ping(self, src: int, dst_ip: str, count: int = 3) -> bool:
-        proc = self.run(self.c(src), "ping", "-c", str(count), "-i", "0.2", "-W", "2", dst_ip, check=False)
-        return proc.returncode == 0
-
-    def destroy(self) -> None:
-        """Stop every process we started (by PID), delete every namespace we created."""
-        for agent in self.agents.values():
+    def stop_all(self) -> None:
+        for agent in self.values():
             agent.stop()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-        self.namespaces.delete_all()
+
+
+def build(rig: Rig, hosts: int) -> Rig:
+    """Hosts h1..h<hosts> with a container each (overlay MTU: the underlay's less 28), and
+    an outsider x on the underlay that is nobody's peer."""
+    rig.docker_hosts(hosts, NETWORK, container_mtu=rig.mtu - 28)
+    rig.node("x", OUTSIDER_OFFSET, port="ux")
+    return rig
+
+
+def ping(rig: Rig, src: int, dst_ip: str, count: int = 3) -> bool:
+    """From container *src*: *count* pings 0.2 s apart; True when one is answered."""
+    return netns.ping(rig.ns(f"c{src}"), dst_ip, count=count, wait=2, interval=0.2)
 
 
 def set_gso_ipv4_max_size(ns: str, ifname: str, size: int) -> None:
@@ -215,4 +157,4 @@ s.send(msg)
 err, = struct.unpack_from('i', s.recv(4096), 16)
 raise SystemExit(-err)
 """
-    ip("netns", "exec", ns, PYTHON, "-c", code)
+    netns.run(ns, [PYTHON, "-c", code])

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from lab import busybox_image, cgroups, netns, rootfs
+from lab.machines import Machine, netns_connect
+from lab.rig import Rig
 
-from lab import busybox_image, cgroups, rootfs  # noqa: E402
-from lab.machines import Machine, netns_connect  # noqa: E402
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="lab machines need root"),
@@ -76,74 +75,49 @@ def keypair(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return key
 
 
-class Lab:
-    """Two namespaces joined by a veth pair, one machine in each."""
-
-    def __init__(self, base: Path, cache: Path, key: Path) -> None:
-        tag = secrets.token_hex(3)
-        self.tag = tag
-        self.ns = {s: f"oflm-{tag}-{s}" for s in "ab"}
-        self.dev = {s: f"oflm{tag}{s}" for s in "ab"}  # <= 15 chars
-        self.state = base / "state"
-        self.key = key
-        self.cache = cache
-        self.machines: dict[str, Machine] = {}
-        self.created_ns: list[str] = []
-
-    def setup_network(self) -> None:
-        for s in "ab":
-            sh("ip", "netns", "add", self.ns[s])
-            self.created_ns.append(self.ns[s])
-            sh("ip", "-n", self.ns[s], "link", "set", "lo", "up")
-        sh("ip", "link", "add", self.dev["a"], "netns", self.ns["a"], "type", "veth",
-           "peer", "name", self.dev["b"], "netns", self.ns["b"])
-        for s in "ab":
-            sh("ip", "-n", self.ns[s], "addr", "add", f"{UNDERLAY[s]}/24", "dev", self.dev[s])
-            sh("ip", "-n", self.ns[s], "link", "set", self.dev[s], "up")
-
-    def make_machine(self, side: str, name: str | None = None) -> Machine:
-        name = name or f"oflm{self.tag}{side}"
-        m = Machine(name, self.ns[side], self.cache, self.state, self.key.with_suffix(".pub").read_text(),
-                    hostname=name)
-        self.machines[name] = m
-        return m
-
-    def teardown(self) -> None:
-        errors = []
-        for m in self.machines.values():
-            try:
-                m.stop()
-            except Exception as e:  # noqa: BLE001 - keep cleaning up
-                errors.append(f"{m.name}: {e}")
-        for ns in self.created_ns:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self.created_ns.clear()
-        if errors:
-            raise RuntimeError("; ".join(errors))
+TAG = secrets.token_hex(3)
+NS = {s: f"oflm-{TAG}-{s}" for s in "ab"}
+DEV = {s: f"oflm{TAG}{s}" for s in "ab"}  # <= 15 chars
 
 
 @pytest.fixture(scope="module")
-def lab(rootfs_cache: Path, keypair: Path, tmp_path_factory: pytest.TempPathFactory):
-    lab = Lab(tmp_path_factory.mktemp("oflm-lab"), rootfs_cache, keypair)
-    try:
-        lab.setup_network()
-        ms = [lab.make_machine("a"), lab.make_machine("b")]
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("oflm-lab") / "state"
+
+
+def make_machine(lab: Rig, side: str, cache: Path, state: Path, key: Path, name: str | None = None) -> Machine:
+    name = name or f"oflm{TAG}{side}"
+    m = Machine(name, NS[side], cache, state, key.with_suffix(".pub").read_text(), hostname=name)
+    lab.machines[name] = m
+    return m
+
+
+@pytest.fixture(scope="module")
+def lab(rootfs_cache: Path, keypair: Path, state: Path):
+    """Two namespaces joined by a veth pair, one machine in each (a Rig: the machines are
+    stopped and the namespaces deleted afterwards)."""
+    with Rig(f"oflm-{TAG}-", tag=None) as rig:
+        for s in "ab":
+            rig.namespace(s)
+        netns.add_veth(NS["a"], DEV["a"], NS["b"], DEV["b"])
+        for s in "ab":
+            netns.ip(NS[s], "addr", "add", f"{UNDERLAY[s]}/24", "dev", DEV[s])
+            netns.ip(NS[s], "link", "set", DEV[s], "up")
+        ms = [make_machine(rig, side, rootfs_cache, state, keypair) for side in "ab"]
         for m in ms:
             m.boot()
         for m in ms:
             m.wait_ready(timeout=90)
         MEASURED["boot_to_sshd_s"] = {m.name: round(m.boot_to_sshd or 0, 2) for m in ms}
         MEASURED["boot_to_running_s"] = {m.name: round(m.boot_to_running or 0, 2) for m in ms}
-        yield lab
-    finally:
-        lab.teardown()
+        yield rig
 
 
-def _ssh(lab: Lab, m: Machine, cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(m.ssh_argv(lab.key, cmd), capture_output=True, text=True, timeout=60, check=False)
+def _ssh(key: Path, m: Machine, cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(m.ssh_argv(key, cmd), capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_machines_booted_with_systemd(lab: Lab) -> None:
+def test_machines_booted_with_systemd(lab: Rig) -> None:
     for m in lab.machines.values():
         assert m.system_state == "running", (m.name, m.system_state, m.failed_units())
         assert m.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
@@ -151,7 +125,7 @@ def test_machines_booted_with_systemd(lab: Lab) -> None:
         assert m.run(["cat", "/etc/machine-id"]).stdout.strip() == m.machine_id
 
 
-def test_machines_have_cgroups_of_their_own(lab: Lab) -> None:
+def test_machines_have_cgroups_of_their_own(lab: Rig) -> None:
     """Each machine's systemd runs in its own cgroup tree: machines sharing nspawn's
     ``payload/`` raced on each other's unit cgroups at boot (units failed with 219/CGROUP)."""
     seen = set()
@@ -164,29 +138,29 @@ def test_machines_have_cgroups_of_their_own(lab: Lab) -> None:
     assert len(seen) == len(lab.machines)
 
 
-def test_ssh_through_proxycommand(lab: Lab) -> None:
+def test_ssh_through_proxycommand(lab: Rig, keypair: Path) -> None:
     for m in lab.machines.values():
-        r = _ssh(lab, m, "hostname; systemctl is-active docker; ip -br -4 addr")
+        r = _ssh(keypair, m, "hostname; systemctl is-active docker; ip -br -4 addr")
         assert r.returncode == 0, r.stderr
         out = r.stdout.splitlines()
         assert out[0] == m.hostname
         assert out[1] == "active"
         # the machine shares the namespace: its underlay address is the namespace's
-        side = "a" if m.netns_name == lab.ns["a"] else "b"
+        side = "a" if m.netns_name == NS["a"] else "b"
         assert UNDERLAY[side] in r.stdout
 
 
-def test_sshd_not_reachable_from_root_namespace(lab: Lab) -> None:
+def test_sshd_not_reachable_from_root_namespace(lab: Rig) -> None:
     """Nothing of the lab is routed from the root namespace (DESIGN §6)."""
     r = sh("ip", "-4", "route", "get", UNDERLAY["a"], check=False)
-    assert lab.dev["a"] not in r.stdout and lab.dev["b"] not in r.stdout
+    assert DEV["a"] not in r.stdout and DEV["b"] not in r.stdout
     assert not [ln for ln in sh("ip", "-br", "addr").stdout.splitlines() if "192.168.81." in ln]
     # ...while the machine's sshd answers inside its namespace
     m = next(iter(lab.machines.values()))
     assert netns_connect(m.netns_path, "127.0.0.1", 22).startswith(b"SSH-2.0-")
 
 
-def test_docker_container_pings_other_machine(lab: Lab) -> None:
+def test_docker_container_pings_other_machine(lab: Rig) -> None:
     ma, mb = lab.machines.values()
     t0 = time.monotonic()
     for m in (ma, mb):
@@ -206,8 +180,8 @@ def test_docker_container_pings_other_machine(lab: Lab) -> None:
     assert (ma.docker_dir / "image").is_dir()
 
 
-def test_ansible_service_mgr_is_systemd(lab: Lab, tmp_path: Path) -> None:
-    hosts = {m.name: m.ansible_host_vars(lab.key) for m in lab.machines.values()}
+def test_ansible_service_mgr_is_systemd(lab: Rig, keypair: Path, tmp_path: Path) -> None:
+    hosts = {m.name: m.ansible_host_vars(keypair) for m in lab.machines.values()}
     inv = tmp_path / "inventory.yml"
     inv.write_text(json.dumps({"all": {"hosts": hosts}}, indent=2))
     env = {
@@ -234,7 +208,7 @@ def test_ansible_service_mgr_is_systemd(lab: Lab, tmp_path: Path) -> None:
         assert res["ansible_facts"]["ansible_service_mgr"] == "systemd", (name, res)
 
 
-def test_wheels_install_offline_in_machine(lab: Lab) -> None:
+def test_wheels_install_offline_in_machine(lab: Rig) -> None:
     m = next(iter(lab.machines.values()))
     r = m.run(
         "python3 -m venv /tmp/oflm-v && "
@@ -247,7 +221,7 @@ def test_wheels_install_offline_in_machine(lab: Lab) -> None:
     assert r.stdout.strip().endswith("ok")
 
 
-def test_reboot_keeps_identity_and_load_from_state(lab: Lab) -> None:
+def test_reboot_keeps_identity_and_load_from_state(lab: Rig, state: Path) -> None:
     """stop(remove=False) + boot() is a reboot: machine-id, ssh host key and docker
     images survive; Machine.load() re-attaches from the state file."""
     ma = next(iter(lab.machines.values()))
@@ -262,19 +236,17 @@ def test_reboot_keeps_identity_and_load_from_state(lab: Lab) -> None:
     assert ma.run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout == hostkey
     assert ma.run(["cat", "/etc/machine-id"]).stdout.strip() == ma.machine_id
     assert ma.run(["docker", "image", "inspect", "ofl-busybox"], check=False).returncode == 0
-    again = Machine.load(lab.state, ma.name)
+    again = Machine.load(state, ma.name)
     assert again.leader_pid == ma.leader_pid
     assert again.run(["systemctl", "is-active", "docker"]).stdout.strip() == "active"
 
 
-def test_stop_after_controller_crash(lab: Lab) -> None:
+def test_stop_after_controller_crash(lab: Rig, rootfs_cache: Path, state: Path, keypair: Path) -> None:
     """A controller that dies after boot() leaves machine.json; a new Machine object
     for the same name stops the orphan by its recorded PIDs. (Also: the namespace's
     lo is left down here; the machine's systemd brings it up.)"""
-    ns = f"oflm-{lab.tag}-c"
-    sh("ip", "netns", "add", ns)
-    lab.created_ns.append(ns)
-    name = f"oflm{lab.tag}c"
+    ns = lab.namespace("c", lo_up=False)
+    name = f"oflm{TAG}c"
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from lab.machines import Machine;"
@@ -282,14 +254,14 @@ def test_stop_after_controller_crash(lab: Lab) -> None:
         "m.boot(); m.wait_ready(90); print(m.nspawn_pid, m.leader_pid)"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code, str(REPO), name, ns, str(lab.cache), str(lab.state),
-         str(lab.key.with_suffix(".pub"))],
+        [sys.executable, "-c", code, str(REPO), name, ns, str(rootfs_cache), str(state),
+         str(keypair.with_suffix(".pub"))],
         capture_output=True, text=True, timeout=120,
         check=False,
     )
     assert r.returncode == 0, r.stderr
     nspawn_pid, leader_pid = map(int, r.stdout.split())
-    orphan = Machine(name, ns, lab.cache, lab.state, lab.key.with_suffix(".pub").read_text())
+    orphan = Machine(name, ns, rootfs_cache, state, keypair.with_suffix(".pub").read_text())
     lab.machines[name] = orphan  # teardown stops it should an assert below fail
     with pytest.raises(Exception, match="running already"):
         orphan.boot()
@@ -298,14 +270,13 @@ def test_stop_after_controller_crash(lab: Lab) -> None:
     del lab.machines[name]
     for pid in (nspawn_pid, leader_pid):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    assert not (lab.state / name).exists()
+    assert not (state / name).exists()
     assert not orphan.cgroup.exists()
     assert sh("ip", "netns", "pids", ns).stdout.split() == []
-    sh("ip", "netns", "del", ns)
-    lab.created_ns.remove(ns)
+    lab.namespaces.delete(ns)
 
 
-def test_stop_leaves_nothing(lab: Lab) -> None:
+def test_stop_leaves_nothing(lab: Rig, state: Path) -> None:
     pids = []
     for m in lab.machines.values():
         pids += [m.nspawn_pid, m.leader_pid]
@@ -319,12 +290,12 @@ def test_stop_leaves_nothing(lab: Lab) -> None:
         assert not m.dir.exists()
         assert not m.cgroup.exists()
         assert sh("ip", "netns", "pids", m.netns_name).stdout.split() == []
-    assert not _mounts_below(lab.state)
+    assert not _mounts_below(state)
     assert all(not Path(f"/proc/{p}").exists() for p in pids if p), pids
     assert not list(Path("/run/systemd/nspawn/propagate").glob("oflm*"))
-    lab.teardown()
+    lab.close()
     names = sh("ip", "netns", "list").stdout
-    assert all(ns not in names for ns in lab.ns.values())
+    assert all(ns not in names for ns in NS.values())
 
 
 def test_failed_build_leaves_no_half_cache(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
+from lab.etcd import Cluster, free_port
 from support.ansible_run import run_playbook
-from support.etcd_server import free_port
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -64,12 +64,9 @@ def test_docker_bridge_subnet(tmp_path, netns):
 
 
 def test_modules_over_tls_with_client_certificates(tmp_path, etcd_prefix):
-    from support.etcd_server import EtcdServer
-    from support.tls import make_pki
-
-    pki = make_pki(tmp_path)
-    server = EtcdServer(tls=pki, client_cert_auth=True).start()
+    server = Cluster.loopback(tls_mode="mtls").start()
     try:
+        pki = server.pki.as_dict()
         run_playbook(PLAYBOOKS / "tls.yml", {"endpoint": server.endpoint, "prefix": etcd_prefix, "pki": pki})
         assert '"Network":"10.5.0.0/16"' in server.etcdctl("get", f"{etcd_prefix}/config")
     finally:

@@ -7,18 +7,40 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
-from overlay_lab import OverlayLab, wait_for
 
 from lab import Lab
+from lab.overlay import Overlay
+from lab.wait import wait_for
 
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
+
+# Sends `count` datagrams holding an ICMP echo request (flannel's udp format: a bare IP
+# packet) from this namespace to the udp port of a host; argv: src dst host port count.
+_ECHO_SENDER = """
+import socket, struct, sys
+src, dst, host, port, count = sys.argv[1:6]
+def csum(data):
+    data += b"\\0" * (len(data) % 2)
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4F4C, 1) + b"stranger"
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                   socket.inet_aton(src), socket.inet_aton(dst))
+head = head[:10] + struct.pack("!H", csum(head)) + head[12:]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _i in range(int(count)):
+    sock.sendto(head + icmp, (host, int(port)))
+"""
 
 BACKENDS = {
     "vxlan": {"Type": "vxlan"},
@@ -33,8 +55,7 @@ def overlay(request, tmp_path_factory):
     state = tmp_path_factory.mktemp(f"lab-{name}")
     prefix = {"vxlan": "oflov-", "host-gw": "oflog-", "udp": "oflou-"}[name]
     with Lab.up(hosts=3, etcd_members=1, state_dir=state / "lab", prefix=prefix) as lab:
-        ov = OverlayLab(lab, BACKENDS[name], state)
-        ov.kind = name
+        ov = Overlay(lab, BACKENDS[name], state)
         try:
             ov.put_config()
             for host in lab.hosts:
@@ -168,12 +189,24 @@ def test_udp_speaks_flannels_format_to_upstream_peers_and_drops_strangers(overla
     # a stranger (not a peer) sends ICMP echoes for c1 straight to h1's udp port: dropped
     stranger = lab.add_host()
     dropped = overlay.udp_stats("h1")["dropped_not_peer"]
-    echos = overlay.in_echos("c1")
-    overlay.send_stranger_echoes(stranger, "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
+    echos = in_echos(overlay, "c1")
+    send_stranger_echoes(overlay, stranger, "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
     wait_for(lambda: overlay.udp_stats("h1")["dropped_not_peer"] >= dropped + 5, 5, what="drops counted")
     time.sleep(0.5)
-    assert overlay.in_echos("c1") == echos
+    assert in_echos(overlay, "c1") == echos
     # the same datagrams from a peer (h2) do reach c1: the test above can fail
-    overlay.send_stranger_echoes("h2", "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
-    wait_for(lambda: overlay.in_echos("c1") >= echos + 5, 5, what="echoes from a peer delivered")
+    send_stranger_echoes(overlay, "h2", "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
+    wait_for(lambda: in_echos(overlay, "c1") >= echos + 5, 5, what="echoes from a peer delivered")
     lab.remove_host(stranger)
+
+
+def in_echos(overlay: Overlay, container: str) -> int:
+    """ICMP echo requests the container's stack has received (/proc/net/snmp)."""
+    snmp = overlay.lab.run(container, ["cat", "/proc/net/snmp"], capture_output=True, text=True).stdout
+    lines = [line.split() for line in snmp.splitlines() if line.startswith("Icmp:")]
+    return int(lines[1][lines[0].index("InEchos")])
+
+
+def send_stranger_echoes(overlay: Overlay, stranger: str, src: str, dst: str, host_ip: str, count: int = 5) -> None:
+    overlay.lab.run(stranger, [sys.executable, "-c", _ECHO_SENDER, src, dst, host_ip, "8285", str(count)],
+                    netns_only=True)

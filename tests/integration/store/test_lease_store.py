@@ -168,9 +168,9 @@ def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix
 def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import EtcdUnavailableError
     from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.watch import WatchCompactedError
-    from support.etcd_server import EtcdServer
+    from lab.etcd import Cluster
 
-    server = EtcdServer().start()
+    server = Cluster.loopback().start()
     try:
         store = make_store(server, etcd_prefix)
         acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))

@@ -20,20 +20,22 @@ _OCTET = r"(?:0|[1-9][0-9]{0,2})"
 CANONICAL_V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}-(?:[0-9]|[12][0-9]|3[0-2])")
 
 
-@st.composite
-def ipv4_networks(draw):
-    prefix = draw(st.integers(0, 32))
-    addr = draw(st.integers(0, 2**32 - 1))
-    mask = (2**32 - 1) ^ (2 ** (32 - prefix) - 1)
-    return netaddr.IPNetwork((addr & mask, prefix), version=4)
+def _networks(version: int):
+    """A strategy factory: networks of IP *version*, any prefix length, host bits clear."""
+    bits = 32 if version == 4 else 128
+
+    @st.composite
+    def networks(draw):
+        prefix = draw(st.integers(0, bits))
+        addr = draw(st.integers(0, 2**bits - 1))
+        mask = (2**bits - 1) ^ (2 ** (bits - prefix) - 1)
+        return netaddr.IPNetwork((addr & mask, prefix), version=version)
+
+    return networks
 
 
-@st.composite
-def ipv6_networks(draw):
-    prefix = draw(st.integers(0, 128))
-    addr = draw(st.integers(0, 2**128 - 1))
-    mask = (2**128 - 1) ^ (2 ** (128 - prefix) - 1)
-    return netaddr.IPNetwork((addr & mask, prefix), version=6)
+ipv4_networks = _networks(4)
+ipv6_networks = _networks(6)
 
 
 def _octets(key: str) -> tuple[int, int, int, int, int]:

@@ -1,0 +1,304 @@
+"""etcd for the labs and the tests (Debian's etcd 3.4): the one place etcd is launched.
+
+A :class:`Member` is one etcd process, on loopback or inside a network namespace (started
+with ``ip netns exec``, which execs, so the recorded PID is etcd's own), plain or serving
+clients over TLS (optionally demanding client certificates) with a PKI it generates. Its
+data directory survives :meth:`Member.stop`, so a stopped member restarts with its data.
+A :class:`Cluster` is 1..3 (or 5) members with one ``--initial-cluster``; start them all,
+then wait until every one answers ``endpoint health``.
+
+Both are :class:`EtcdCtl`: ``etcdctl`` (API v3) against their endpoints, run where they can
+be reached (inside the first member's namespace), with ``get_prefix``, ``lease_of`` and
+``revision`` on top. Processes are stopped by recorded PID only (see ``procs``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .netns import exec_argv
+from .state import LabError
+from .tls import Pki, make_pki
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How a member serves clients: over TLS with *pki*'s server certificate; with
+    *client_cert_auth*, only to clients with a certificate of the same CA."""
+
+    pki: Pki
+    client_cert_auth: bool = False
+
+
+class EtcdCtl:
+    """``etcdctl`` (API v3) against :meth:`ctl_endpoints`, run inside :meth:`ctl_netns`."""
+
+    def ctl_endpoints(self) -> list[str]:
+        raise NotImplementedError
+
+    def ctl_netns(self) -> str | None:
+        raise NotImplementedError
+
+    def ctl_tls(self) -> Tls | None:
+        raise NotImplementedError
+
+    def ctl_argv(self, args: Sequence[str], dial: float = 2.0, command: float = 5.0) -> list[str]:
+        argv = [ETCDCTL, f"--endpoints={','.join(self.ctl_endpoints())}",
+                f"--dial-timeout={dial:g}s", f"--command-timeout={command:g}s"]
+        how = self.ctl_tls()
+        if how is not None:
+            argv.append(f"--cacert={how.pki.ca}")
+            if how.client_cert_auth:
+                argv += [f"--cert={how.pki.client_cert}", f"--key={how.pki.client_key}"]
+        argv += list(args)
+        ns = self.ctl_netns()
+        return exec_argv(ns, argv) if ns else argv
+
+    def run(self, *args: str, check: bool = True, timeout: float = 30.0,
+            dial: float = 2.0, command: float = 5.0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.ctl_argv(args, dial, command), capture_output=True, text=True, check=False,
+                              env=dict(procs.CLEAN_ENV, ETCDCTL_API="3"), timeout=timeout)
+        if check and proc.returncode != 0:
+            raise LabError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def etcdctl(self, *args: str) -> str:
+        """stdout of ``etcdctl args...``; a failure raises :class:`LabError`."""
+        return self.run(*args).stdout
+
+    def healthy(self, timeout: float = 1.0) -> tuple[bool, str]:
+        """``endpoint health`` of every endpoint: (all healthy, what etcdctl said)."""
+        proc = self.run("endpoint", "health", check=False, dial=timeout, command=timeout, timeout=timeout + 30)
+        return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        """key -> value of every key under *prefix*."""
+        lines = self.etcdctl("get", "--prefix", prefix).splitlines()
+        return dict(zip(lines[0::2], lines[1::2], strict=True))
+
+    def lease_of(self, key: str) -> int:
+        """The etcd lease id attached to *key* (0: none, -1: no such key)."""
+        kvs = json.loads(self.etcdctl("get", key, "-w", "json")).get("kvs") or []
+        return int(kvs[0].get("lease", 0)) if kvs else -1
+
+    def revision(self) -> int:
+        return int(json.loads(self.etcdctl("get", "/", "-w", "json"))["header"]["revision"])
+
+
+@dataclass(eq=False)
+class Member(EtcdCtl):
+    """One etcd member. *loopback_client*: also serve clients on 127.0.0.1 of its namespace."""
+
+    name: str
+    address: str
+    data_dir: Path
+    log: Path
+    netns: str | None = None
+    client_port: int = CLIENT_PORT
+    peer_port: int = PEER_PORT
+    loopback_client: bool = False
+    tls: Tls | None = None
+    record: dict[str, Any] | None = field(default=None)  # the running process (pid, start time)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.address}:{self.client_port}"
+
+    endpoint = client_url
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.address}:{self.peer_port}"
+
+    def ctl_endpoints(self) -> list[str]:
+        return [self.client_url]
+
+    def ctl_netns(self) -> str | None:
+        return self.netns
+
+    def ctl_tls(self) -> Tls | None:
+        return self.tls
+
+    def argv(self, cluster: Sequence[Member], token: str, log_level: str = "info") -> list[str]:
+        """The etcd command line; ``--initial-*`` flags are ignored by etcd once the data
+        directory exists, so the same argv restarts a stopped member."""
+        listen = self.client_url
+        if self.loopback_client and self.address != LOOPBACK:
+            listen += f",{self.scheme}://{LOOPBACK}:{self.client_port}"
+        argv = [
+            ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
+            "--listen-client-urls", listen, "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", ",".join(f"{m.name}={m.peer_url}" for m in cluster),
+            "--initial-cluster-state", "new", "--initial-cluster-token", token,
+            "--logger", "zap", "--log-outputs", "stderr", "--log-level", log_level,
+        ]
+        if self.tls:
+            argv += ["--cert-file", str(self.tls.pki.cert), "--key-file", str(self.tls.pki.key)]
+            if self.tls.client_cert_auth:
+                argv += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.pki.ca)]
+        return argv
+
+    def start(self, cluster: Sequence[Member], token: str, log_level: str = "info") -> dict[str, Any]:
+        """Start the process (it does not wait for it to be ready); return its record."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.argv(cluster, token, log_level)
+        self.record = procs.spawn(exec_argv(self.netns, argv) if self.netns else argv, self.log)
+        return self.record
+
+    def running(self) -> bool:
+        return procs.alive(self.record)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM by PID (SIGKILL after *timeout*); the data directory stays."""
+        if self.record:
+            procs.kill_all([self.record], timeout=timeout)
+        self.record = None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "".join(self.log.read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def member(name: str, address: str, base_dir: Path, netns: str | None = None, **options: Any) -> Member:
+    """A member whose data and log live under ``<base_dir>/<name>/``."""
+    return Member(name, address, base_dir / name / "data", base_dir / name / "etcd.log", netns, **options)
+
+
+def _tls(base: Path, mode: str, addresses: Sequence[str]) -> Tls | None:
+    """None for ``plain``; else a PKI under *base* whose server certificate names *addresses*."""
+    if mode not in ("plain", "tls", "mtls"):
+        raise LabError(f"unknown TLS mode {mode!r}: plain, tls or mtls")
+    if mode == "plain":
+        return None
+    return Tls(make_pki(base / "pki", addresses), client_cert_auth=mode == "mtls")
+
+
+class Cluster(EtcdCtl):
+    """Members started together (``--initial-cluster`` names them all); etcdctl runs
+    against every member, inside the first one's namespace."""
+
+    def __init__(self, members: Sequence[Member], token: str | None = None, log_level: str = "info",
+                 owned_dir: Path | None = None) -> None:
+        if not members:
+            raise LabError("an etcd cluster needs at least one member")
+        self.members = list(members)
+        self.token = token or f"oflx-{secrets.token_hex(3)}"
+        self.log_level = log_level
+        self.owned_dir = owned_dir  # removed by close()
+
+    @classmethod
+    def loopback(cls, tls_mode: str = "plain", log_level: str = "error") -> Cluster:
+        """One member on 127.0.0.1 (free ports), in a temporary directory. *tls_mode*:
+        ``plain``, ``tls`` (https) or ``mtls`` (https, client certificates required)."""
+        base = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
+        how = _tls(base, tls_mode, [LOOPBACK])
+        one = member("t", LOOPBACK, base, client_port=free_port(), peer_port=free_port(), tls=how)
+        return cls([one], log_level=log_level, owned_dir=base)
+
+    @classmethod
+    def in_netns(cls, netns: str, addresses: Sequence[str], names: Sequence[str] | None = None,
+                 log_level: str = "error", tls_mode: str = "plain") -> Cluster:
+        """Members inside namespace *netns*, one per address (each must exist there), in a
+        temporary directory; *tls_mode* as for :meth:`loopback` (one PKI for all)."""
+        base = Path(tempfile.mkdtemp(prefix="oflx-etcd-"))
+        how = _tls(base, tls_mode, addresses)
+        names = list(names or (f"etcd{i}" for i in range(1, len(addresses) + 1)))
+        members = [member(name, address, base, netns, tls=how) for name, address in zip(names, addresses, strict=True)]
+        return cls(members, log_level=log_level, owned_dir=base)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        """The client URLs, comma separated (what ``--etcd-endpoints`` takes)."""
+        return ",".join(self.endpoints)
+
+    @property
+    def pki(self) -> Pki | None:
+        first = self.members[0].tls
+        return first.pki if first else None
+
+    def ctl_endpoints(self) -> list[str]:
+        return self.endpoints
+
+    def ctl_netns(self) -> str | None:
+        return self.members[0].netns
+
+    def ctl_tls(self) -> Tls | None:
+        return self.members[0].tls
+
+    def start_member(self, m: Member) -> dict[str, Any]:
+        """Start *m* (not waiting) unless it runs; return its process record."""
+        if not m.running():
+            m.start(self.members, self.token, self.log_level)
+        assert m.record is not None
+        return m.record
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> Cluster:
+        for m in self.members:
+            self.start_member(m)
+        if wait:
+            self.wait_healthy(timeout=timeout)
+        return self
+
+    def wait_healthy(self, only: Sequence[Member] | None = None, timeout: float = 30.0) -> None:
+        """Wait until every member in *only* (default: all) answers ``endpoint health``.
+        Fails early, with the end of its log, when a member's process has exited."""
+        check = list(only if only is not None else self.members)
+        group = Cluster(check, self.token, self.log_level)
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in check:
+                if not m.running():
+                    raise LabError(f"etcd member {m.name} exited while starting; its log "
+                                   f"{m.log} ends with:\n{m.tail()}")
+            ok, last = group.healthy()
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                raise LabError(f"etcd {group.endpoints} not healthy after {timeout:.0f}s: {last}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every member by PID; the data stays (``start`` brings them back)."""
+        for m in self.members:
+            m.stop(timeout)
+
+    def close(self) -> None:
+        """Stop every member and remove the temporary directory, if this cluster made it."""
+        self.stop()
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
