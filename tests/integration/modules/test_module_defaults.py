@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from lab.etcd import Cluster
 from support.ansible_run import run_playbook
-from support.etcd_server import EtcdServer
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 PASSWORD = "ofl-group-secret-4d1f"  # only ever in extra vars, so only a leak can print it
 
 
-def test_group_module_defaults_reach_the_etcd_modules(etcd_server: EtcdServer, etcd_prefix: str, tmp_path: Path,
+def test_group_module_defaults_reach_the_etcd_modules(etcd_server: Cluster, etcd_prefix: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANSIBLE_VERBOSITY", "3")  # module invocations are printed from -vvv on
     proc = run_playbook(PLAYBOOKS / "module_defaults.yml", {
