@@ -152,9 +152,10 @@ class Agent:
 
     def _resync(self) -> None:
         """List every lease and bring the peer cache (and the data plane) in line with it."""
-        leases, revision, problems = self.registry.list_leases(strict=False)
-        for problem in problems:
-            log.warning("ignoring a malformed lease: %s", problem)
+        listing = self.registry.list_leases()
+        leases, revision = listing.leases, listing.revision
+        for bad in listing.malformed:
+            log.warning("ignoring a malformed lease: %s", bad.reason)
         mine = next((lease for lease in leases if lease.key == self.keeper.own.key), None)
         self.keeper.check(mine, "list")
         self.programmer.resync(leases)

@@ -17,7 +17,7 @@ from ..deps import netaddr
 from ..errors import ConfigError, LeaseError
 from ..subnet.config import NetworkConfig
 from ..subnet.key import encode_subnet_key
-from ..subnet.lease import Lease, LeaseAttrs
+from ..subnet.lease import Lease, LeaseAttrs, Listing, Malformed, parse_kv
 from .client import EtcdClient, WatchEvent
 from .connection import EtcdConnection
 from .watch import WatchBatch, watch_prefix
@@ -85,31 +85,25 @@ class LeaseRegistry:
 
     # --- listing and watching leases ----------------------------------------------------
 
-    def list_raw(self) -> tuple[list[tuple[str, bytes, int, int]], int]:
-        """(key tail, value, etcd lease id, mod revision) for every subnet key, and the revision."""
-        def fetch(client: EtcdClient) -> tuple[list[tuple[str, bytes, int, int]], int]:
-            response = client.get_prefix_response(self.subnets_prefix)
-            items = [
-                (kv.key.decode()[len(self.subnets_prefix):], kv.value, kv.lease, kv.mod_revision)
-                for kv in response.kvs
-            ]
-            return items, response.header.revision
-        return self.conn.call(fetch)
+    def key_tail(self, key: bytes) -> str:
+        """A key below <prefix>/subnets/ without the prefix; bytes that are not UTF-8 are
+        escaped (such a key names no subnet, and is reported as malformed)."""
+        return key[len(self.subnets_prefix.encode()):].decode("utf-8", "backslashreplace")
 
-    def list_leases(self, strict: bool = True) -> tuple[list[Lease], int, list[str]]:
-        """Every lease and the listing's revision. strict: a malformed key or value raises
-        LeaseError; otherwise it is skipped and described in the returned problems."""
-        items, revision = self.list_raw()
-        leases: list[Lease] = []
-        problems: list[str] = []
-        for key_tail, value, lease_id, mod_rev in items:
-            try:
-                leases.append(Lease.from_kv(key_tail, value, lease_id, mod_rev))
-            except LeaseError as exc:
-                if strict:
-                    raise LeaseError(f"{exc} (key {self.subnets_prefix}{key_tail})") from None
-                problems.append(str(exc))
-        return leases, revision, problems
+    def list_leases(self) -> Listing:
+        """Every key under <prefix>/subnets/: the leases, and the keys that hold none
+        (malformed keys or values never make the listing fail)."""
+        def fetch(client: EtcdClient) -> Listing:
+            response = client.get_prefix_response(self.subnets_prefix)
+            listing = Listing([], response.header.revision, [])
+            for kv in response.kvs:
+                found = parse_kv(self.key_tail(kv.key), kv.value, kv.lease, kv.mod_revision, kv.create_revision)
+                if isinstance(found, Lease):
+                    listing.leases.append(found)
+                else:
+                    listing.malformed.append(found)
+            return listing
+        return self.conn.call(fetch)
 
     def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Callable[[], None]]:
         """Batches of events on <prefix>/subnets/ from start_revision, and a cancel function.
@@ -119,14 +113,13 @@ class LeaseRegistry:
         return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision)
 
     def decode_event(self, event: WatchEvent, revision: int) -> SubnetEvent:
-        key_tail = event.key.decode()[len(self.subnets_prefix):]
+        key_tail = self.key_tail(event.key)
         if type(event).__name__ == "DeleteEvent":
             return SubnetEvent("delete", key_tail, None, revision)
-        try:
-            lease = Lease.from_kv(key_tail, event.value, event.lease, event.mod_revision)
-        except LeaseError as exc:
-            return SubnetEvent("put", key_tail, None, revision, error=str(exc))
-        return SubnetEvent("put", key_tail, lease, revision)
+        found = parse_kv(key_tail, event.value, event.lease, event.mod_revision, event.create_revision)
+        if isinstance(found, Malformed):
+            return SubnetEvent("put", key_tail, None, revision, error=found.reason)
+        return SubnetEvent("put", key_tail, found, revision)
 
     # --- creating, rewriting, renewing and deleting leases ------------------------------
 

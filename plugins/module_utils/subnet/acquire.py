@@ -13,7 +13,6 @@ the decisions out on a ``LeaseBook`` (in production the etcd registry, etcd/regi
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,7 +22,7 @@ from ..deps import netaddr
 from ..errors import LeaseError
 from .allocator import is_free, pick_subnet
 from .config import NetworkConfig
-from .lease import Lease, LeaseAttrs
+from .lease import Lease, LeaseAttrs, Listing
 from .range import SubnetRange
 
 MAX_RACE_RETRIES = 50
@@ -37,7 +36,8 @@ class LeaseBook(Protocol):
 
     def get_config(self) -> NetworkConfig: ...
 
-    def list_leases(self, strict: bool = True) -> tuple[list[Lease], int, list[str]]: ...
+    def list_leases(self) -> Listing:
+        """Every lease, and the keys holding none (their subnets count as taken)."""
 
     def create(self, subnet: netaddr.IPNetwork, attrs: LeaseAttrs, ttl: int, reservation: bool) -> Lease | None:
         """The new lease, or None when the key exists already (a lost race)."""
@@ -98,12 +98,13 @@ def check_requested(rng: SubnetRange, requested: netaddr.IPNetwork | None) -> No
         )
 
 
-def choose(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange,
+def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
            rand: random.Random | None = None) -> Keep | Create:
     """What to do, given every lease as listed now (pure, but for the random pick)."""
-    ours = request.attrs.public_ip
+    ours, leases = request.attrs.public_ip, listing.leases
     mine = tuple(lease for lease in leases if lease.attrs.public_ip == ours)
     if request.requested is not None:
+        _check_not_malformed(listing, request.requested)
         holder = next((lease for lease in leases if lease.subnet == request.requested), None)
         if holder is not None and holder.attrs.public_ip != ours:
             raise LeaseError(
@@ -114,11 +115,18 @@ def choose(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange,
     fitting = [lease for lease in mine if rng.fits(lease.subnet)]
     if fitting:
         return Keep(fitting[0])
-    taken = [lease.subnet for lease in leases]
+    taken = listing.taken
     previous = request.previous
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
     return Create(pick_subnet(rng, taken, rand), mine)
+
+
+def _check_not_malformed(listing: Listing, subnet: netaddr.IPNetwork) -> None:
+    bad = next((m for m in listing.malformed if m.subnet == subnet), None)
+    if bad is not None:
+        raise LeaseError(f"requested subnet {subnet} is held by a key that is not a valid lease ({bad.reason}); "
+                         "delete that key or request another subnet")
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,7 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     rng = book.get_config().network_range
     check_requested(rng, request.requested)
     for _attempt in range(MAX_RACE_RETRIES):
-        decision = choose(book.list_leases(strict=True)[0], request, rng, rand)
+        decision = choose(book.list_leases(), request, rng, rand)
         if isinstance(decision, Keep):
             return _keep(book, decision.lease, request)
         result = _create(book, decision, request)
@@ -191,7 +199,7 @@ def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> Acqui
 def release(book: LeaseBook, public_ip: str, subnet: netaddr.IPNetwork | None = None,
             dry_run: bool = False) -> list[Lease]:
     """Delete this host's leases (or just `subnet`, when it is ours); return what went."""
-    leases = book.list_leases(strict=False)[0]
+    leases = book.list_leases().leases
     gone = [lease for lease in leases
             if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)]
     if not dry_run:

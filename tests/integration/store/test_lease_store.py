@@ -141,7 +141,7 @@ def test_full_network_is_a_clear_error(etcd_server, etcd_prefix):
 
 def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    _unused, revision, _unused = store.list_leases()
+    revision = store.list_leases().revision
     responses, cancel = store.watch(revision + 1)
     seen = []
 
@@ -174,7 +174,7 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     try:
         store = make_store(server, etcd_prefix)
         acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))
-        _unused, revision, _unused = store.list_leases()
+        revision = store.list_leases().revision
         release(store, "192.168.81.11")
         server.etcdctl("compact", str(revision + 1))
         batches, cancel = store.watch(revision)
