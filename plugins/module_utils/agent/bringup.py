@@ -157,8 +157,6 @@ class BringUp:
         runtime = BackendRuntime(state_dir=os.path.dirname(os.path.abspath(self.opts.subnet_file)),
                                  fast_path=self.opts.udp_fast_path)
         self.backend = backend = make_backend(config, host, runtime)
-        if hasattr(backend, "stats"):
-            self.health.stats = backend.stats
         setup = backend.setup(config, host)
         return backend, LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data), setup.mtu
 

@@ -43,6 +43,14 @@ def _no_lease_data(_backend: BackendConfig, _public_ip: str) -> dict[str, Any] |
     return None
 
 
+def _any_peer_data(_data: dict[str, Any] | None, _backend: BackendConfig) -> str | None:
+    return None
+
+
+def _no_identities(_data: dict[str, Any] | None) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class BackendRuntime:
     """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
@@ -62,6 +70,10 @@ class BackendSpec:
     mtu_field: str | None = None  # a Backend field that, when set, is the overlay MTU
     # What flannel_lease can write before the agent runs (the agent's setup() has the last word).
     module_lease_data: Callable[[BackendConfig, str], dict[str, Any] | None] = _no_lease_data
+    # Why a peer's BackendData cannot be programmed (None: it can), given our Backend config.
+    check_peer_data: Callable[[dict[str, Any] | None, BackendConfig], str | None] = _any_peer_data
+    # What in a peer's BackendData no two peers may share ("VtepMAC 02:..."): the older keeps it.
+    peer_identities: Callable[[dict[str, Any] | None], tuple[str, ...]] = _no_identities
 
     def default(self, name: str) -> Any:
         known = self.fields.get(name)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.peers import PeerCache
+from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.peers import PeerCache, select_where
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import (
     QUOTE_LIMIT,
     ConfigError,
@@ -166,7 +166,7 @@ def registry() -> LeaseRegistry:
 @given(st.lists(st.tuples(st.booleans(), st.one_of(st.binary(max_size=40), st.sampled_from(
     [b"10.5.1.0-24", b"10.5.2.0-24", b"0.0.0.0-0", b"10.5.1.0-24\xff"])), raw_values), max_size=20))
 def test_the_agents_event_handling_never_raises(registry, events):
-    cache = PeerCache(lambda lease: True)
+    cache = PeerCache(select_where(lambda lease: True))
     for is_put, key, raw in events:
         event = PutEvent(PREFIX.encode() + key, raw) if is_put else DeleteEvent(PREFIX.encode() + key)
         decoded = registry.decode_event(event, 7)
