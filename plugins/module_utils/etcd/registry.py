@@ -18,7 +18,7 @@ from ..errors import ConfigError, LeaseError
 from ..subnet.config import NetworkConfig
 from ..subnet.key import encode_subnet_key
 from ..subnet.lease import Lease, LeaseAttrs, Listing, Malformed, parse_kv
-from .client import EtcdClient, WatchEvent
+from .client import EtcdClient, KeyMeta, WatchEvent
 from .connection import EtcdConnection
 from .watch import WatchBatch, watch_prefix
 
@@ -40,6 +40,21 @@ def _mod_revision(client: EtcdClient, key: str) -> int:
     if meta is None:
         raise LeaseError(f"{key} vanished right after it was written; is something deleting keys in a loop?")
     return meta.mod_revision
+
+
+def _holding(client: EtcdClient, key: str, attrs: LeaseAttrs) -> KeyMeta | None:
+    """The key's metadata when it holds exactly `attrs` (None otherwise).
+
+    EtcdConnection.call() runs an operation again on the next endpoint when the first
+    one's answer was lost, so a write may already have happened when it is re-run; each
+    write below asks this when its compare fails, so doing it twice does it once."""
+    value, meta = client.get(key)
+    if value is None or meta is None:
+        return None
+    try:
+        return meta if LeaseAttrs.from_json(value) == attrs else None
+    except LeaseError:
+        return None
 
 
 class LeaseRegistry:
@@ -139,7 +154,8 @@ class LeaseRegistry:
             if not ok:
                 if lease_id:
                     client.revoke_lease(lease_id)
-                return False, 0, 0
+                ours = _holding(client, key, attrs)  # an earlier run of this txn created it
+                return (True, ours.lease_id, ours.mod_revision) if ours is not None else (False, 0, 0)
             return True, lease_id, _mod_revision(client, key)
         ok, lease_id, mod_rev = self.conn.call(txn)
         return Lease(subnet, attrs, lease_id, mod_rev) if ok else None
@@ -156,7 +172,10 @@ class LeaseRegistry:
                 success=[tx.put(key, attrs.to_json(), lease=etcd_lease_id or None)],
                 failure=[],
             )
-            return (True, _mod_revision(client, key)) if ok else (False, 0)
+            if ok:
+                return True, _mod_revision(client, key)
+            ours = _holding(client, key, attrs)  # an earlier run of this txn wrote it
+            return (True, ours.mod_revision) if ours is not None and ours.lease_id == etcd_lease_id else (False, 0)
         ok, mod_rev = self.conn.call(txn)
         if not ok:
             raise LeaseError(f"lease {key} changed while it was being updated; run again")
@@ -182,8 +201,10 @@ class LeaseRegistry:
 
         def op(client: EtcdClient) -> Lease | None:
             value, meta = client.get(key)
-            if value is None or meta is None or meta.lease_id != lease.etcd_lease_id:
+            if value is None or meta is None:
                 return None
+            if meta.lease_id != lease.etcd_lease_id:
+                return _renewed_before(client, key, lease, ttl)
             info = client.get_lease_info(lease.etcd_lease_id)
             if info.grantedTTL == ttl and info.TTL > 0:
                 list(client.refresh_lease(lease.etcd_lease_id))
@@ -228,3 +249,12 @@ class LeaseRegistry:
         if value is None or meta is None:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
+
+
+def _renewed_before(client: EtcdClient, key: str, lease: Lease, ttl: int) -> Lease | None:
+    """The key moved to another etcd lease: ours, by an earlier run of the same renewal
+    (same value, an etcd lease granted `ttl`), or somebody else's (None)."""
+    ours = _holding(client, key, lease.attrs)
+    if ours is None or client.get_lease_info(ours.lease_id).grantedTTL != ttl:
+        return None
+    return replace(lease, etcd_lease_id=ours.lease_id, mod_revision=ours.mod_revision)
