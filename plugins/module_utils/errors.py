@@ -15,6 +15,10 @@ class LeaseError(FlannelError):
     """A lease cannot be acquired, kept or read."""
 
 
+class HostConflictError(LeaseError):
+    """Another host holds the lease of this host's PublicIP: two hosts claim one address."""
+
+
 class NetworkFullError(LeaseError):
     """Every subnet between SubnetMin and SubnetMax is taken."""
 

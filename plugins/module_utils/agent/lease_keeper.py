@@ -44,6 +44,9 @@ class LeaseKeeper:
                             f"({'deleted' if how == 'delete' else 'missing or malformed'}; by an operator or expired)")
         if lease.attrs.public_ip != self.attrs.public_ip:
             raise LeaseLost(f"our lease {self.own.key} now belongs to {lease.attrs.public_ip}")
+        if lease.attrs.host_id not in (None, self.attrs.host_id):
+            raise LeaseLost(f"our lease {self.own.key} was taken by another host with our PublicIP "
+                            f"{self.attrs.public_ip} (host id {lease.attrs.host_id}; ours is {self.attrs.host_id})")
         self.own = lease
         if lease.attrs != self.attrs:
             self._scheduler.due_at(RENEW_JOB, max(time.monotonic(), self._last_rewrite + REWRITE_EVERY))

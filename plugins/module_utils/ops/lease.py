@@ -10,6 +10,7 @@ from ..errors import LeaseError
 from ..etcd.registry import LeaseRegistry
 from ..files import read_text
 from ..host.underlay import find_underlay
+from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, acquire, release
 from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
 from ..subnet.lease import LeaseAttrs
@@ -51,7 +52,7 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
     requested = _parse_subnet(params.subnet) if params.subnet else None
     if params.state == "absent":
         ip = params.public_ip or find_underlay(params.iface, None).public_ip
-        gone = release(registry, ip, requested, dry_run=dry_run)
+        gone = release(registry, ip, requested, dry_run=dry_run, host=host_id())
         return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
 
     config = registry.get_config()
@@ -60,7 +61,7 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
     previous_env = parse_subnet_env(before) if before is not None else None
     spec = config.backend.spec
     attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type,
-                       spec.module_lease_data(config.backend, underlay.public_ip))
+                       spec.module_lease_data(config.backend, underlay.public_ip)).with_host(host_id())
     result = acquire(registry, AcquireRequest(
         attrs, ttl=params.ttl, requested=requested,
         previous=previous_env.lease_subnet if previous_env is not None else None,

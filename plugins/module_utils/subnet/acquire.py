@@ -13,13 +13,14 @@ the decisions out on a ``LeaseBook`` (in production the etcd registry, etcd/regi
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..backends.registry import same_backend
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
-from ..errors import LeaseError
+from ..errors import HostConflictError, LeaseError
 from .allocator import is_free, pick_subnet
 from .config import NetworkConfig
 from .lease import Lease, LeaseAttrs, Listing
@@ -103,6 +104,7 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     """What to do, given every lease as listed now (pure, but for the random pick)."""
     ours, leases = request.attrs.public_ip, listing.leases
     mine = tuple(lease for lease in leases if lease.attrs.public_ip == ours)
+    _check_same_host(mine, request.attrs)
     if request.requested is not None:
         _check_not_malformed(listing, request.requested)
         holder = next((lease for lease in leases if lease.subnet == request.requested), None)
@@ -120,6 +122,22 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
     return Create(pick_subnet(rng, taken, rand), mine)
+
+
+def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:
+    """Leases holding our PublicIP but written by another host: two hosts claim one address.
+    Sharing the lease would make them overwrite each other's data for ever; refuse."""
+    if attrs.host_id is None:
+        return
+    for lease in mine:
+        theirs = lease.attrs.host_id
+        if theirs is not None and theirs != attrs.host_id:
+            raise HostConflictError(
+                f"PublicIP {attrs.public_ip} is already leased by another host: key {lease.key} carries host id "
+                f"{theirs}, this host is {attrs.host_id}. Give each host its own public_ip (or iface); if this "
+                f"host replaced that one, release the old lease first (flannel_lease state=absent or "
+                f"etcdctl del {lease.key})"
+            )
 
 
 def _check_not_malformed(listing: Listing, subnet: netaddr.IPNetwork) -> None:
@@ -141,8 +159,10 @@ class KeepPlan:
 def plan_keep(lease: Lease, request: AcquireRequest) -> KeepPlan:
     wanted = request.attrs
     if request.keep_backend_data and same_backend(lease.attrs.backend_type, wanted.backend_type):
-        # The module cannot know what the agent advertises (VtepMAC, fast path): keep it.
-        wanted = replace(wanted, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
+        # The module cannot know what the agent advertises (VtepMAC, fast path): keep it,
+        # with our host id (a lease from upstream or an older version has none yet).
+        kept = replace(wanted, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
+        wanted = kept.with_host(request.attrs.host_id)
     if wanted == lease.attrs and (lease.is_reservation or not request.reservation):
         return KeepPlan(wanted, False, lease.etcd_lease_id)
     # The data changed, or an ordinary lease becomes a reservation; a reservation stays one.
@@ -197,11 +217,13 @@ def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> Acqui
 
 
 def release(book: LeaseBook, public_ip: str, subnet: netaddr.IPNetwork | None = None,
-            dry_run: bool = False) -> list[Lease]:
-    """Delete this host's leases (or just `subnet`, when it is ours); return what went."""
+            dry_run: bool = False, host: str | None = None) -> list[Lease]:
+    """Delete this host's leases (or just `subnet`, when it is ours); return what went.
+    With `host`, a lease another host wrote for the same PublicIP is not ours to delete."""
     leases = book.list_leases().leases
     gone = [lease for lease in leases
-            if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)]
+            if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)
+            and (host is None or lease.attrs.host_id in (None, host))]
     if not dry_run:
         for lease in gone:
             book.delete(lease)

@@ -8,13 +8,15 @@ backend fields left out when empty.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..deps import netaddr
 from ..errors import LeaseError, shown
 from .json_doc import load_json
 from .key import decode_subnet_key, encode_subnet_key
+
+OURS_KEY = "Overlaynet"  # our own fields inside BackendData
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,23 @@ class LeaseAttrs:
     public_ipv6: str | None = None
     backend_type: str = ""
     backend_data: dict[str, Any] | None = field(default=None, compare=True, hash=False)
+
+    @property
+    def host_id(self) -> str | None:
+        """The identity of the host that wrote the lease (ours carry one; upstream's do not)."""
+        ours = (self.backend_data or {}).get(OURS_KEY)
+        host = ours.get("Host") if isinstance(ours, dict) else None
+        return host if isinstance(host, str) else None
+
+    def with_host(self, host_id: str | None) -> LeaseAttrs:
+        """The same attrs, carrying host_id in BackendData "Overlaynet" (which upstream
+        flanneld ignores, as it ignores the udp fast-path advertisement there)."""
+        if host_id is None:
+            return self
+        data = dict(self.backend_data or {})
+        ours = data.get(OURS_KEY)
+        data[OURS_KEY] = {**(ours if isinstance(ours, dict) else {}), "Host": host_id}
+        return replace(self, backend_data=data)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"PublicIP": self.public_ip, "PublicIPv6": self.public_ipv6}

@@ -6,11 +6,16 @@ The same policy against a real etcd, races included: tests/integration/store/tes
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import netaddr
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError, NetworkFullError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import (
+    HostConflictError,
+    LeaseError,
+    NetworkFullError,
+)
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.acquire import (
     AcquireRequest,
     Create,
@@ -167,3 +172,43 @@ def test_a_requested_subnet_holding_a_malformed_value_is_refused_clearly():
     broken = [Malformed("10.5.40.0-24", "stored value is not valid JSON", N("10.5.40.0/24"))]
     with pytest.raises(LeaseError, match="not a valid lease .*delete that key or request another subnet"):
         choose(listing([], broken), request(requested=N("10.5.40.0/24")), RNG)
+
+
+# --- two hosts, one PublicIP ---------------------------------------------------------------
+
+HOST_A, HOST_B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
+
+
+def hosted(subnet: str, host: str | None) -> Lease:
+    return Lease(N(subnet), LeaseAttrs(OURS, None, "vxlan", dict(VXLAN)).with_host(host), 7, 3)
+
+
+def test_a_lease_of_our_public_ip_written_by_another_host_is_refused_naming_both():
+    theirs = hosted("10.5.9.0/24", HOST_A)
+    mine = AcquireRequest(LeaseAttrs(OURS, None, "vxlan", dict(VXLAN)).with_host(HOST_B))
+    with pytest.raises(HostConflictError) as info:
+        choose(listing([theirs]), mine, RNG)
+    message = str(info.value)
+    assert all(part in message for part in ("10.5.9.0-24", HOST_A, HOST_B, OURS, "its own public_ip"))
+
+
+def test_our_own_lease_and_one_without_a_host_id_are_ours():
+    mine = AcquireRequest(LeaseAttrs(OURS, None, "vxlan", dict(VXLAN)).with_host(HOST_B))
+    for stored in (hosted("10.5.9.0/24", HOST_B), hosted("10.5.9.0/24", None)):  # ours; upstream's or older
+        assert choose(listing([stored]), mine, RNG) == Keep(stored)
+
+
+def test_the_module_claims_a_lease_without_host_id_and_keeps_the_agents_data():
+    agents = Lease(N("10.5.9.0/24"), LeaseAttrs(OURS, None, "vxlan", {"VNI": 1, "VtepMAC": "02:00:00:00:00:99"}), 7, 3)
+    module = AcquireRequest(LeaseAttrs(OURS, None, "vxlan", dict(VXLAN)).with_host(HOST_B), keep_backend_data=True)
+    plan = plan_keep(agents, module)
+    assert plan.rewrite and plan.attrs.backend_data == {"VNI": 1, "VtepMAC": "02:00:00:00:00:99",
+                                                        "Overlaynet": {"Host": HOST_B}}
+    assert not plan_keep(replace(agents, attrs=plan.attrs), module).rewrite  # then it is stable
+
+
+def test_with_host_merges_into_our_fast_path_advertisement():
+    udp = LeaseAttrs(OURS, None, "", {"Overlaynet": {"GSO": 1}}).with_host(HOST_A)
+    assert udp.backend_data == {"Overlaynet": {"GSO": 1, "Host": HOST_A}} and udp.host_id == HOST_A
+    assert LeaseAttrs(OURS).with_host(None) == LeaseAttrs(OURS) and LeaseAttrs(OURS).host_id is None
+    assert LeaseAttrs(OURS, None, "", {"Overlaynet": {"Host": 5}}).host_id is None
