@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
-from ..errors import LeaseError
+from ..errors import LeaseError, shown
 from ..etcd.registry import LeaseRegistry
 from ..files import read_text
 from ..host.underlay import find_underlay
@@ -31,6 +31,7 @@ class LeaseOutcome:
     released: list[str] = field(default_factory=list)
     subnet_file_before: str | None = None
     subnet_file_after: str | None = None
+    warnings: list[str] = field(default_factory=list)  # keys under the prefix that hold no lease
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
         subnet=str(lease.subnet), network=str(config.network), mtu=mtu, ip_masq=params.ip_masq,
         lease_key=registry.subnets_prefix + lease.key, reservation=lease.is_reservation,
     )
+    outcome.warnings = [f"{registry.subnets_prefix}{shown(bad.key)} holds no valid lease and was skipped: {bad.reason}"
+                        for bad in result.malformed]
     env = SubnetEnv.for_lease(config.network, lease.subnet, mtu, params.ip_masq)
     outcome.bip = str(env.subnet)
     if params.subnet_file:

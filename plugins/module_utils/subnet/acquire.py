@@ -23,7 +23,7 @@ from ..deps import netaddr
 from ..errors import HostConflictError, LeaseError
 from .allocator import is_free, pick_subnet
 from .config import NetworkConfig
-from .lease import Lease, LeaseAttrs, Listing
+from .lease import Lease, LeaseAttrs, Listing, Malformed
 from .range import SubnetRange
 
 MAX_RACE_RETRIES = 50
@@ -74,6 +74,7 @@ class AcquireResult:
     changed: bool
     action: str  # "kept", "updated", "renewed", "created", "moved"
     previous: Lease | None = None  # the lease before the change, if any
+    malformed: tuple[Malformed, ...] = ()  # keys seen that hold no lease (reported, skipped)
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,14 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     rng = book.get_config().network_range
     check_requested(rng, request.requested)
     for _attempt in range(MAX_RACE_RETRIES):
-        decision = choose(book.list_leases(), request, rng, rand)
+        listing = book.list_leases()
+        decision = choose(listing, request, rng, rand)
         if isinstance(decision, Keep):
-            return _keep(book, decision.lease, request)
-        result = _create(book, decision, request)
+            result: AcquireResult | None = _keep(book, decision.lease, request)
+        else:
+            result = _create(book, decision, request)
         if result is not None:
-            return result
+            return replace(result, malformed=tuple(listing.malformed))
     raise LeaseError(
         f"could not create a lease after {MAX_RACE_RETRIES} lost races; is something creating keys "
         f"under {book.subnets_prefix} in a loop?"
