@@ -110,7 +110,7 @@ class LeaseRegistry:
         (malformed keys or values never make the listing fail)."""
         def fetch(client: EtcdClient) -> Listing:
             response = client.get_prefix_response(self.subnets_prefix)
-            listing = Listing([], response.header.revision, [])
+            listing = Listing([], response.header.revision, [], self.subnets_prefix)
             for kv in response.kvs:
                 found = parse_kv(self.key_tail(kv.key), kv.value, kv.lease, kv.mod_revision, kv.create_revision)
                 if isinstance(found, Lease):

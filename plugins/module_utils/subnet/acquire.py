@@ -144,8 +144,8 @@ def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:
 def _check_not_malformed(listing: Listing, subnet: netaddr.IPNetwork) -> None:
     bad = next((m for m in listing.malformed if m.subnet == subnet), None)
     if bad is not None:
-        raise LeaseError(f"requested subnet {subnet} is held by a key that is not a valid lease ({bad.reason}); "
-                         "delete that key or request another subnet")
+        raise LeaseError(f"requested subnet {subnet} is held by {listing.prefix}{bad.key}, which is not a valid "
+                         f"lease ({bad.reason}); delete that key or request another subnet")
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ class Listing:
     leases: list[Lease]
     revision: int
     malformed: list[Malformed] = field(default_factory=list)
+    prefix: str = ""  # <prefix>/subnets/, for messages that name a key in full
 
     @property
     def taken(self) -> list[netaddr.IPNetwork]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
+from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
 from lab.etcd import Cluster, free_port
 from support.ansible_run import run_playbook
 
@@ -24,7 +25,7 @@ def test_flannel_lease(etcd_server, etcd_prefix, tmp_path):
     mac = vtep_mac(1, "192.168.81.11")  # what the agent on this host will advertise
     assert stored.strip() == (
         '{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"vxlan",'
-        f'"BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}'
+        f'"BackendData":{{"VNI":1,"VtepMAC":"{mac}","Overlaynet":{{"Host":"{host_id()}"}}}}}}'
     )
 
 
@@ -52,6 +53,17 @@ def test_bad_input_fails_clearly_and_changes_nothing(etcd_server, etcd_prefix, t
 
     assert etcd_server.etcdctl("get", "--prefix", etcd_prefix) == before_etcd
     assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before_files
+
+
+def test_malformed_and_oversized_leases_neither_block_nor_get_handed_out(etcd_server, etcd_prefix, tmp_path):
+    put = etcd_server.etcdctl
+    put("put", f"{etcd_prefix}/config", '{"Network":"10.8.0.0/28","Backend":{"Type":"vxlan"}}')
+    put("put", f"{etcd_prefix}/subnets/10.8.0.4-30", "{PublicIP: nope")
+    put("put", f"{etcd_prefix}/subnets/10.8.0.8-30", "[" * 1000 + "]" * 1000)  # RecursionError, once
+    put("put", f"{etcd_prefix}/subnets/not-a-key", "x" * 70000)
+    run_playbook(PLAYBOOKS / "hostile_neighbours.yml",
+                 {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path)})
+    assert "FLANNEL_SUBNET=10.8.0.13/30" in (tmp_path / "subnet.env").read_text()
 
 
 def test_docker_bridge_subnet(tmp_path, netns):

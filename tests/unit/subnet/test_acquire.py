@@ -170,7 +170,8 @@ def test_a_malformed_key_that_names_no_subnet_takes_nothing_and_blocks_nothing()
 
 def test_a_requested_subnet_holding_a_malformed_value_is_refused_clearly():
     broken = [Malformed("10.5.40.0-24", "stored value is not valid JSON", N("10.5.40.0/24"))]
-    with pytest.raises(LeaseError, match="not a valid lease .*delete that key or request another subnet"):
+    refused = "held by 10.5.40.0-24, which is not a valid lease .*delete that key or request another subnet"
+    with pytest.raises(LeaseError, match=refused):
         choose(listing([], broken), request(requested=N("10.5.40.0/24")), RNG)
 
 
