@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
 from lab import netns
 from lab.engine import parse_env_text
 from lab.etcd import Cluster, EtcdCtl
@@ -423,16 +424,32 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
     a1 = Agent(lab, h1, prefix).start()
     a1.wait_ready()
     assert own_key(a1) == "10.5.77.0-24"
-    assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": {"PublicIP": h1.address, "PublicIPv6": None,
-                                                            "BackendType": "host-gw"}}
+    ours = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw",
+            "BackendData": {"Overlaynet": {"Host": host_id()}}}  # the agents here share the box's machine-id
+    assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": ours}
     assert lab.etcd.lease_of(key) == int(lease_id, 16)  # the module's etcd lease is kept
 
     # Someone rewrites our lease with other data: the agent writes its own back.
     lab.etcd.etcdctl("put", f"--lease={lease_id}", key, json.dumps(stale))
-    wait_until(lambda: "BackendData" not in leases_in(lab.etcd, prefix)["10.5.77.0-24"], 10, "our data written back")
+    wait_until(lambda: leases_in(lab.etcd, prefix)["10.5.77.0-24"] == ours, 10, "our data written back")
     assert a1.alive()
     a1.signal(signal.SIGTERM)
     assert a1.wait() == 0
+
+
+def test_a_second_host_with_our_public_ip_is_refused_not_shared(lab, prefix):
+    """Another host's lease of our PublicIP (its host id in BackendData): we exit with the key
+    and both host ids, and leave that lease alone."""
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
+    theirs = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw",
+              "BackendData": {"Overlaynet": {"Host": "0123456789abcdef"}}}
+    lab.etcd.etcdctl("put", f"{prefix}/subnets/10.5.88.0-24", json.dumps(theirs))
+    a1 = Agent(lab, h1, prefix).start()
+    assert a1.wait() == 1
+    log = a1.log()
+    assert all(part in log for part in ("10.5.88.0-24", "0123456789abcdef", host_id(), "its own public_ip")), log
+    assert leases_in(lab.etcd, prefix) == {"10.5.88.0-24": theirs}
 
 
 @pytest.mark.skipif(not shutil.which("ping"), reason="needs ping")

@@ -247,11 +247,15 @@ def test_peer_with_a_new_mac_is_reprogrammed(lab):
 
 
 def test_custom_vni_port_and_mtu(lab):
+    """Backend.MTU as upstream flannel reads it: the underlay MTU, so the device gets MTU - 50
+    (upstream's device.go: `MTU: devAttrs.MTU - 50`); hosts of both kinds agree on 1350 here."""
     backends, leases = start(lab, {"Type": "vxlan", "VNI": 7, "Port": 4789, "MTU": 1400})
     h1, h2 = lab.hosts[:2]
     assert leases[1].attrs.backend_data["VNI"] == 7
     p = plane(h1.ns, "flannel.7")
-    assert (p.vxlan("IFLA_VXLAN_ID"), p.vxlan("IFLA_VXLAN_PORT"), p.link.get("mtu")) == (7, 4789, 1400)
+    assert (p.vxlan("IFLA_VXLAN_ID"), p.vxlan("IFLA_VXLAN_PORT"), p.link.get("mtu")) == (7, 4789, 1350)
+    assert backends[1].setup(config({"Type": "vxlan", "VNI": 7, "Port": 4789, "MTU": 1400}),
+                             h1.local_host()).mtu == 1350  # what subnet.env and docker get
     assert h1.ping_from_container(h2.container_ip)
 
 
