@@ -38,6 +38,11 @@ class HostNetworkError(FlannelError):
 QUOTE_LIMIT = 200  # characters of an outside value a message or log line quotes
 
 
+def named(text: str) -> str:
+    """A name from outside (a key) in a message: as it is when short and printable, else shown()."""
+    return text if text.isprintable() and len(text) <= QUOTE_LIMIT else shown(text)
+
+
 def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
     """How a value from outside (etcd, a file, the command line) appears in a message: its
     repr, cut to `limit` characters with the full length said, so a 64 KiB value never

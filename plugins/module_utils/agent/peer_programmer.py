@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..backends.base import Backend
-from ..errors import shown
+from ..errors import named
 from ..etcd.registry import SubnetEvent
 from ..subnet.lease import Lease
 from ..subnet.peer_rules import PeerRules
@@ -62,7 +62,7 @@ class PeerProgrammer:
                **{key: f"rejected: {why}" for key, why in self.peers.rejected.items()}}
         for key, why in now.items():
             if self._reported.get(key) != why:
-                log.warning("lease %s %s", shown(key), why)
+                log.warning("lease %s %s", named(key), why)
         for key in set(self._reported) - set(now):
             if key in self.peers.peers:
                 log.info("lease %s is accepted now", key)

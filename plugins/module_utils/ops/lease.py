@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
-from ..errors import LeaseError, shown
+from ..errors import LeaseError, named
 from ..etcd.registry import LeaseRegistry
 from ..files import read_text
 from ..host.underlay import find_underlay
@@ -75,7 +75,7 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
         subnet=str(lease.subnet), network=str(config.network), mtu=mtu, ip_masq=params.ip_masq,
         lease_key=registry.subnets_prefix + lease.key, reservation=lease.is_reservation,
     )
-    outcome.warnings = [f"{registry.subnets_prefix}{shown(bad.key)} holds no valid lease and was skipped: {bad.reason}"
+    outcome.warnings = [f"{registry.subnets_prefix}{named(bad.key)} holds no valid lease and was skipped: {bad.reason}"
                         for bad in result.malformed]
     env = SubnetEnv.for_lease(config.network, lease.subnet, mtu, params.ip_masq)
     outcome.bip = str(env.subnet)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..deps import netaddr
-from ..errors import LeaseError, shown
+from ..errors import LeaseError, named, shown
 from .json_doc import load_json
 from .key import decode_subnet_key, encode_subnet_key
 
@@ -111,7 +111,7 @@ class Lease:
     def from_kv(cls, key_tail: str, value: bytes, etcd_lease_id: int = 0, mod_revision: int = 0,
                 create_revision: int = 0) -> Lease:
         subnet, ipv6_subnet = decode_subnet_key(key_tail)
-        attrs = LeaseAttrs.from_json(value, where=f"lease {shown(key_tail)}")
+        attrs = LeaseAttrs.from_json(value, where=f"lease {named(key_tail)}")
         return cls(subnet, attrs, etcd_lease_id, mod_revision, ipv6_subnet, create_revision)
 
 

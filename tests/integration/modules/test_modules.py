@@ -40,6 +40,12 @@ def test_bad_input_fails_clearly_and_changes_nothing(etcd_server, etcd_prefix, t
     put("put", f"{etcd_prefix}/full/config", '{"Network":"10.8.0.0/28","Backend":{"Type":"vxlan"}}')
     for i, subnet in enumerate(("10.8.0.4-30", "10.8.0.8-30", "10.8.0.12-30")):
         put("put", f"{etcd_prefix}/full/subnets/{subnet}", f'{{"PublicIP":"192.168.81.{50 + i}","PublicIPv6":null}}')
+    put("put", f"{etcd_prefix}/shared/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    put("put", f"{etcd_prefix}/shared/subnets/10.5.44.0-24", json.dumps({
+        "PublicIP": "192.168.81.11", "PublicIPv6": None, "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": "0e:00:00:00:00:44", "Overlaynet": {"Host": "0123456789abcdef"}}}))
+    put("put", f"{etcd_prefix}/badvni/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}')
+    put("put", f"{etcd_prefix}/hugeconfig/config", '{"Network":"10.5.0.0/16","Pad":"' + "x" * 70000 + '"}')
     (tmp_path / "daemon.json").write_text('{"log-driver": "journald"}\n')
     unreadable = tmp_path / "cert.pem"
     unreadable.write_text("not a cert")
