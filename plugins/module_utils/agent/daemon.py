@@ -105,7 +105,7 @@ class Agent:
         self.up = up = self.bringup.run()
         self.keeper = LeaseKeeper(up.registry, up.attrs, up.own, self.opts.subnet_lease_ttl,
                                   renew_margin(self.opts), self.scheduler)
-        rules = PeerRules(up.config, up.own.subnet, up.attrs.public_ip, up.attrs.backend_type)
+        rules = PeerRules(up.config, up.own.subnet, up.attrs.public_ip, up.attrs.backend_type, up.attrs.backend_data)
         self.programmer = PeerProgrammer(up.backend, rules, self.notifier, self.errors, self._status)
         self.health.stats = self._stats
         self.waiter.until_ok("list the leases", self._resync, (EtcdUnavailableError,))

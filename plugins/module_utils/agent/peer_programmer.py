@@ -49,8 +49,9 @@ class PeerProgrammer:
         self._program(self.peers.resync(leases))
 
     def stats(self) -> dict[str, Any]:
-        return {"peers": len(self.peers.peers), "rejected": dict(self.peers.rejected),
-                "malformed": dict(self.malformed)}
+        """/stats "leases": how many peers are programmed, and which keys were turned away, why."""
+        return {"leases": {"peers": len(self.peers.peers), "rejected": dict(self.peers.rejected),
+                           "malformed": dict(self.malformed)}}
 
     def _program(self, changes: list[PeerChange]) -> None:
         self._report()

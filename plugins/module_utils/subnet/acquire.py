@@ -118,11 +118,20 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     fitting = [lease for lease in mine if rng.fits(lease.subnet)]
     if fitting:
         return Keep(fitting[0])
-    taken = listing.taken
+    taken = _blocking(listing.taken, rng)
     previous = request.previous
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
     return Create(pick_subnet(rng, taken, rand), mine)
+
+
+def _blocking(taken: Sequence[netaddr.IPNetwork], rng: SubnetRange) -> list[netaddr.IPNetwork]:
+    """The taken subnets that keep a candidate from being picked: inside the Network and no
+    larger than SubnetLen. A key for 0.0.0.0/0 or the whole Network would otherwise take
+    every subnet at once; no peer programs such a lease, so it blocks nothing."""
+    network = rng.network
+    return [subnet for subnet in taken
+            if subnet.version == network.version and subnet in network and subnet.prefixlen >= rng.subnet_len]
 
 
 def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:

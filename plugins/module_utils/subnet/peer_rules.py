@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..backends.registry import same_backend
 from ..deps import netaddr
@@ -41,12 +42,14 @@ class Selection:
 
 class PeerRules:
     def __init__(self, config: NetworkConfig, own_subnet: netaddr.IPNetwork | None, own_public_ip: str,
-                 own_backend_type: str) -> None:
+                 own_backend_type: str, own_backend_data: dict[str, Any] | None = None) -> None:
         self.config = config
         self.own_subnet = netaddr.IPNetwork(own_subnet).cidr if own_subnet is not None else None  # None: not yet
         self.own_public_ip = own_public_ip
         self.own_backend_type = own_backend_type  # the BackendType our leases carry
         self.spec = config.backend.spec
+        # What our own lease claims (our VtepMAC): no peer may claim it too.
+        self.own_identities = frozenset(self.spec.peer_identities(own_backend_data))
 
     def is_own(self, lease: Lease) -> bool:
         return self.own_subnet is not None and lease.subnet == self.own_subnet \
@@ -55,7 +58,8 @@ class PeerRules:
     def check(self, lease: Lease) -> str | None:
         """Why this lease, judged alone, may not be a peer; None when it may."""
         return (self._check_backend(lease) or self._check_subnet(lease) or self._check_public_ip(lease)
-                or self.spec.check_peer_data(lease.attrs.backend_data, self.config.backend))
+                or self.spec.check_peer_data(lease.attrs.backend_data, self.config.backend)
+                or self._check_identities(lease))
 
     def select(self, leases: Iterable[Lease]) -> Selection:
         """Every lease but our own judged; among valid ones the older keeps a contested subnet
@@ -80,6 +84,12 @@ class PeerRules:
             selection.accepted[lease.key] = lease
             holders.update(dict.fromkeys(claims, lease))
         return selection
+
+    def _check_identities(self, lease: Lease) -> str | None:
+        ours = self.own_identities.intersection(self.spec.peer_identities(lease.attrs.backend_data))
+        if ours:
+            return f"it has this host's own {', '.join(sorted(ours))}"
+        return None
 
     def _check_backend(self, lease: Lease) -> str | None:
         theirs = lease.attrs.backend_type

@@ -222,7 +222,8 @@ def test_start_up_waits_for_the_config_then_reports_ready_and_keeps_its_subnet(l
     assert env["FLANNEL_IPMASQ"] == "true"
     key = own_key(agent)
     assert leases_in(lab.etcd, prefix) == {
-        key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw"}}
+        key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw",
+              "BackendData": {"Overlaynet": {"Host": host_id()}}}}
     assert lab.etcd.lease_of(f"{prefix}/subnets/{key}") > 0  # an ordinary lease with a TTL
 
     rules = netns.run(host.ns, ["iptables", "-w", "5", "-t", "nat", "-S", "FLANNEL-POSTRTG"]).stdout
@@ -435,6 +436,17 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
     assert a1.alive()
     a1.signal(signal.SIGTERM)
     assert a1.wait() == 0
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--etcd-endpoints", "ftp://10.0.0.1:2379"], "ftp://10.0.0.1:2379"),
+    (["--etcd-endpoints", "https://127.0.0.1:1", "--etcd-cafile", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+    (["--etcd-endpoints", "https://127.0.0.1:1", "--etcd-certfile", "/etc/hostname"], "etcd_key_file"),
+], ids=["not-a-url", "missing-ca", "cert-without-key"])
+def test_unusable_etcd_settings_end_the_agent_with_the_value_named(lab, prefix, flags, named):
+    agent = Agent(lab, new_host(lab, "h1"), prefix, *flags, endpoints="http://127.0.0.1:1").start()
+    assert agent.wait() == 1
+    assert named in agent.log(), agent.log()
 
 
 def test_a_second_host_with_our_public_ip_is_refused_not_shared(lab, prefix):

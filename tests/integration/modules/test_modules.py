@@ -67,6 +67,7 @@ def test_malformed_and_oversized_leases_neither_block_nor_get_handed_out(etcd_se
     put("put", f"{etcd_prefix}/subnets/10.8.0.4-30", "{PublicIP: nope")
     put("put", f"{etcd_prefix}/subnets/10.8.0.8-30", "[" * 1000 + "]" * 1000)  # RecursionError, once
     put("put", f"{etcd_prefix}/subnets/not-a-key", "x" * 70000)
+    (tmp_path / "subnet.env").write_bytes(b"\xff\xfeFLANNEL_SUBNET=garbage\n")  # a broken file on disk
     run_playbook(PLAYBOOKS / "hostile_neighbours.yml",
                  {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path)})
     assert "FLANNEL_SUBNET=10.8.0.13/30" in (tmp_path / "subnet.env").read_text()

@@ -249,19 +249,19 @@ def test_hostile_leases_reach_no_data_plane_and_stop_no_agent(overlay):
             assert overlay.ip(host, "-4", "route", "show", "default") == defaults[host]
             ours = overlay.ip(host, "-4", "route", "show", "proto", "70")
             assert "default" not in ours and "192.168.0.0/16" not in ours and "/25" not in ours
-            assert not any(f"10.5.{n}.0/24" in ours for n in range(240, 248))
+            assert not any(f"10.5.{n}.0/24" in ours for n in range(240, 248)), (host, ours)
             local = overlay.ip(host, "-4", "route", "show", own[host])
             assert "docker0" in local and "proto 70" not in local
             if overlay.kind == "vxlan":
                 fdb = lab.run(host, ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True,
                               text=True).stdout
                 assert "00:00:00:00:00:00" not in fdb and "192.168.81.200" not in fdb
-        stats = overlay.stats("h1")  # /stats: every agent serves it now
-        turned_away = {**stats["rejected"], **stats["malformed"]}
+        leases = overlay.stats("h1")["leases"]  # /stats: every agent serves it now
+        turned_away = {**leases["rejected"], **leases["malformed"]}
         assert len(turned_away) == len(hostile), turned_away
-        assert "outside the network" in stats["rejected"]["0.0.0.0-0"]
+        assert "outside the network" in leases["rejected"]["0.0.0.0-0"]
         if overlay.kind == "vxlan":
-            assert "the same VtepMAC" in stats["rejected"]["10.5.241.0-24"]
+            assert "the same VtepMAC" in leases["rejected"]["10.5.241.0-24"]
         # a restarted agent and a joining host come up while the hostile leases are there
         overlay.kill_agent("h3", signal.SIGTERM)
         overlay.start_agent("h3")

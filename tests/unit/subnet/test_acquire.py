@@ -213,3 +213,18 @@ def test_with_host_merges_into_our_fast_path_advertisement():
     assert udp.backend_data == {"Overlaynet": {"GSO": 1, "Host": HOST_A}} and udp.host_id == HOST_A
     assert LeaseAttrs(OURS).with_host(None) == LeaseAttrs(OURS) and LeaseAttrs(OURS).host_id is None
     assert LeaseAttrs(OURS, None, "", {"Overlaynet": {"Host": 5}}).host_id is None
+
+
+@pytest.mark.parametrize("supernet", ["0.0.0.0/0", "10.5.0.0/16", "10.5.0.0/17", "10.4.0.0/15"])
+def test_a_lease_for_a_supernet_of_the_subnets_takes_none_of_them(supernet):
+    """A key for 0.0.0.0/0 or the whole Network would overlap every candidate: no peer
+    programs such a lease, so it must not make the network look full either."""
+    huge = Lease(N(supernet), LeaseAttrs("192.168.81.200", None, "vxlan", dict(VXLAN)), 7, 3)
+    assert isinstance(choose(listing([huge]), request(), RNG, random.Random(1)), Create)
+
+
+def test_a_smaller_lease_inside_the_network_still_counts():
+    small = subnet_range(4, "10.5.0.0/28", 30, None, None, "")
+    inside = [Lease(N(f"10.5.0.{n}/31"), LeaseAttrs(f"192.168.82.{n}"), 7, 3) for n in (4, 8, 12)]
+    with pytest.raises(NetworkFullError):
+        choose(listing(inside), request(), small)

@@ -92,3 +92,13 @@ def test_a_peer_rewritten_into_a_hostile_value_is_taken_out():
     changes = cache.apply(SubnetEvent("put", good.key, hostile, 40))
     assert [(c.kind, c.lease.key) for c in changes] == [("remove", good.key)]
     assert "not a unicast MAC" in cache.rejected[good.key]
+
+
+def test_a_peer_claiming_this_hosts_own_vtep_mac_is_rejected():
+    """The older-wins rule cannot see our own lease (it is no peer): our claims are seeded."""
+    ours = {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}
+    rules = PeerRules(CONFIG, OWN_SUBNET, OWN_IP, "vxlan", ours)
+    copy = peer(mac="0E:00:00:00:00:01")
+    assert "this host's own VtepMAC 0e:00:00:00:00:01" in (rules.check(copy) or "")
+    assert rules.select([copy]).accepted == {}
+    assert RULES.check(copy) is None  # without our data known, nothing to compare with

@@ -50,6 +50,9 @@ class VxlanBackend(KernelBackend):
         # had to be recreated or its MAC reset (the kernel flushes the neighbours then).
         self._peers: dict[str, Lease] = {}
 
+    def _own_backend_data(self) -> dict[str, Any] | None:
+        return backend_data(self._config.backend.vni, self._mac)
+
     @property
     def device_name(self) -> str:
         return f"flannel.{self._config.backend.vni}"
