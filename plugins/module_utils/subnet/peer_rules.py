@@ -18,6 +18,7 @@ a peer only when:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,11 @@ from ..deps import netaddr
 from .config import NetworkConfig
 from .lease import Lease
 
-# Addresses no peer can be reached at (RFC 1122, 3927, 5771, 1112).
-NOT_UNICAST = tuple(netaddr.IPNetwork(net) for net in
+# Addresses no peer can be reached at (RFC 1122, 3927, 5771, 1112); stdlib, so that the
+# engine imports without netaddr (the modules then report it missing).
+NOT_UNICAST = tuple(ipaddress.ip_network(net) for net in
                     ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"))
+BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,11 @@ class PeerRules:
         return None
 
     def _check_public_ip(self, lease: Lease) -> str | None:
-        ip = netaddr.IPAddress(lease.attrs.public_ip)
+        ip = ipaddress.ip_address(lease.attrs.public_ip)  # the lease codec made it an IPv4 address
         if str(ip) == self.own_public_ip:
             return f"its PublicIP {ip} is this host's own"
-        if ip == netaddr.IPAddress("255.255.255.255") or any(ip in net for net in NOT_UNICAST):
+        if ip == BROADCAST or any(ip in net for net in NOT_UNICAST):
             return f"its PublicIP {ip} is not a unicast address a host can have"
-        if ip in self.config.network:
+        if netaddr.IPAddress(str(ip)) in self.config.network:
             return f"its PublicIP {ip} lies inside the overlay network {self.config.network}"
         return None
-

@@ -46,8 +46,8 @@ config_docs = st.fixed_dictionaries({}, optional={
     "Network": json_values | st.sampled_from(["10.5.0.0/16", "10.5.0.0/33", "0.0.0.0/0"]),
     "SubnetLen": json_values, "SubnetMin": json_values, "SubnetMax": json_values,
     "EnableIPv6": json_values, "IPv6Network": json_values,
-    "Backend": json_values | st.fixed_dictionaries({"Type": json_values}, optional={"VNI": json_values,
-                                                                                   "Port": json_values})})
+    "Backend": json_values | st.fixed_dictionaries(
+        {"Type": json_values}, optional={"VNI": json_values, "Port": json_values})})
 raw_values = st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
                        lease_docs.map(lambda d: json.dumps(d).encode()))
 

@@ -30,7 +30,6 @@ from .mac import vtep_mac
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class _PeerPlan:
     """What one remote lease needs on this host."""
