@@ -201,7 +201,7 @@ def bench_hostgw(b: Bench) -> dict[str, Any]:
 def udp_counters(ov: Overlay) -> dict[str, Any]:
     """The forwarders' counters of a run from h1 to h2: what the sender split or segmented
     (and its largest TUN read), what the receiver converted."""
-    tx, rx = ov.udp_stats("h1"), ov.udp_stats("h2")
+    tx, rx = ov.stats("h1"), ov.stats("h2")
     return {"sender_splits": tx.get("tx_split"), "sender_segmented": tx.get("tx_segmented"),
             "largest_read": tx.get("max_read"), "receiver_converted": rx.get("rx_converted")}
 

@@ -112,8 +112,8 @@ class Overlay:
     def flannel_subnet(self, host: str) -> str:
         return parse_env_text(self.subnet_env(host).read_text())["FLANNEL_SUBNET"]
 
-    def udp_stats(self, host: str) -> dict[str, Any]:
-        """The udp forwarder's counters, from the agent's /stats endpoint."""
+    def stats(self, host: str) -> dict[str, Any]:
+        """The agent's /stats: its peers, what it turned away and why, the backend's counters."""
         code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}/stats').read().decode())"
         out = self.lab.run(host, [sys.executable, "-c", code], capture_output=True, text=True).stdout
         return dict(json.loads(out))

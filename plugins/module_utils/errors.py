@@ -15,6 +15,10 @@ class LeaseError(FlannelError):
     """A lease cannot be acquired, kept or read."""
 
 
+class HostConflictError(LeaseError):
+    """Another host holds the lease of this host's PublicIP: two hosts claim one address."""
+
+
 class NetworkFullError(LeaseError):
     """Every subnet between SubnetMin and SubnetMax is taken."""
 
@@ -29,3 +33,22 @@ class EtcdSetupError(FlannelError):
 
 class HostNetworkError(FlannelError):
     """Host networking (interfaces, addresses, devices) is not as required."""
+
+
+QUOTE_LIMIT = 200  # characters of an outside value a message or log line quotes
+
+
+def named(text: str) -> str:
+    """A name from outside (a key) in a message: as it is when short and printable, else shown()."""
+    return text if text.isprintable() and len(text) <= QUOTE_LIMIT else shown(text)
+
+
+def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """How a value from outside (etcd, a file, the command line) appears in a message: its
+    repr, cut to `limit` characters with the full length said, so a 64 KiB value never
+    floods a log line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes, bytearray, list, dict)) else len(text)
+    return f"{text[:limit]}... ({size} {'bytes' if isinstance(value, (bytes, bytearray)) else 'long'})"

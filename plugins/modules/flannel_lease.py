@@ -188,6 +188,8 @@ def main() -> None:
     if p["state"] == "absent":
         result["released"] = out.released
         module.exit_json(**result)
+    for warning in out.warnings:
+        module.warn(warning)
     result.update(subnet=out.subnet, network=out.network, mtu=out.mtu, lease_key=out.lease_key,
                   reservation=out.reservation)
     result["ansible_facts"] = dict(flannel=dict(network=out.network, subnet=out.subnet, bip=out.bip, mtu=out.mtu,

@@ -13,10 +13,9 @@ COLLECTIONS = REPO / "build" / "collections"
 BIN = Path(sys.executable).parent
 
 
-def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | None = None,
-                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run a playbook with the local connection; the test fails with the whole output on error."""
-    env = dict(
+def ansible_env() -> dict[str, str]:
+    """The environment of the tests' ansible runs: this checkout as the collection."""
+    return dict(
         os.environ,
         ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
         ANSIBLE_HOST_KEY_CHECKING="False",
@@ -25,6 +24,12 @@ def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | Non
         ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
         PATH=f"{BIN}:{os.environ.get('PATH', '')}",
     )
+
+
+def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a playbook with the local connection; the test fails with the whole output on error."""
+    env = ansible_env()
     cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", f"ansible_python_interpreter={sys.executable}",
            "-e", json.dumps(extra_vars), str(playbook)]

@@ -19,10 +19,11 @@ from typing import TypeVar
 
 from ..backends.base import Backend, BackendRuntime, LocalHost
 from ..backends.registry import make_backend
-from ..errors import ConfigError, EtcdUnavailableError, HostNetworkError, LeaseError
+from ..errors import ConfigError, EtcdUnavailableError, HostConflictError, HostNetworkError, LeaseError
 from ..etcd.connection import EtcdConnection, EtcdSettings
 from ..etcd.registry import LeaseRegistry
 from ..host.underlay import Underlay, find_underlay
+from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, AcquireResult, acquire
 from ..subnet.config import NetworkConfig
 from ..subnet.env import SubnetEnv, read_subnet_env, write_subnet_env
@@ -49,8 +50,10 @@ class Waiter:
                  stopping: Callable[[], bool], notifier: Notifier) -> None:
         self._inbox, self._tick, self._stopping, self._notifier = inbox, tick, stopping, notifier
 
-    def until_ok(self, what: str, operation: Callable[[], T], retry_on: tuple[type[Exception], ...]) -> T:
-        """Run operation until it succeeds, retrying with back-off (a log line each time)."""
+    def until_ok(self, what: str, operation: Callable[[], T], retry_on: tuple[type[Exception], ...],
+                 fatal: tuple[type[Exception], ...] = ()) -> T:
+        """Run operation until it succeeds, retrying with back-off (a log line each time);
+        an error of a `fatal` type (a subclass of a retried one) ends the start-up."""
         backoff = Backoff(1.0, 10.0)
         for attempt in itertools.count(1):
             self._tick()
@@ -58,6 +61,8 @@ class Waiter:
                 raise Stopped()
             try:
                 return operation()
+            except fatal:
+                raise
             except retry_on as exc:
                 delay = backoff.next()
                 log.warning("could not %s (attempt %d): %s; retrying in %gs", what, attempt, exc, delay)
@@ -157,10 +162,9 @@ class BringUp:
         runtime = BackendRuntime(state_dir=os.path.dirname(os.path.abspath(self.opts.subnet_file)),
                                  fast_path=self.opts.udp_fast_path)
         self.backend = backend = make_backend(config, host, runtime)
-        if hasattr(backend, "stats"):
-            self.health.stats = backend.stats
         setup = backend.setup(config, host)
-        return backend, LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data), setup.mtu
+        attrs = LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data).with_host(host_id())
+        return backend, attrs, setup.mtu
 
     def _acquire(self, registry: LeaseRegistry, config: NetworkConfig, attrs: LeaseAttrs) -> AcquireResult:
         env = read_subnet_env(self.opts.subnet_file)
@@ -168,7 +172,7 @@ class BringUp:
         request = AcquireRequest(attrs, ttl=self.opts.subnet_lease_ttl, previous=previous,
                                  renew_below=renew_margin(self.opts))
         return self.waiter.until_ok("acquire a lease", lambda: acquire(registry, request),
-                                    (EtcdUnavailableError, LeaseError))
+                                    (EtcdUnavailableError, LeaseError), fatal=(HostConflictError,))
 
     def _write_subnet_file(self, config: NetworkConfig, own: Lease, mtu: int) -> None:
         path = self.opts.subnet_file

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError
+from ..subnet.peer_rules import PeerRules
 from . import flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
 from .feed import WatchFeed
@@ -104,7 +105,9 @@ class Agent:
         self.up = up = self.bringup.run()
         self.keeper = LeaseKeeper(up.registry, up.attrs, up.own, self.opts.subnet_lease_ttl,
                                   renew_margin(self.opts), self.scheduler)
-        self.programmer = PeerProgrammer(up.backend, self.keeper, self.notifier, self.errors, self._status)
+        rules = PeerRules(up.config, up.own.subnet, up.attrs.public_ip, up.attrs.backend_type, up.attrs.backend_data)
+        self.programmer = PeerProgrammer(up.backend, rules, self.notifier, self.errors, self._status)
+        self.health.stats = self._stats
         self.waiter.until_ok("list the leases", self._resync, (EtcdUnavailableError,))
         self.health.ready = True
         self.notifier.ready(self._status())
@@ -146,28 +149,37 @@ class Agent:
         self.notifier.watchdog()
 
     def _status(self) -> str:
-        return f"lease {self.keeper.own.subnet}, {len(self.programmer.peers.peers)} peer(s)"
+        turned_away = len(self.programmer.peers.rejected) + len(self.programmer.malformed)
+        rejected = f", {turned_away} lease(s) rejected" if turned_away else ""
+        return f"lease {self.keeper.own.subnet}, {len(self.programmer.peers.peers)} peer(s){rejected}"
+
+    def _stats(self) -> dict[str, Any]:
+        """/stats: the peers, what was turned away and why, and the backend's own counters."""
+        backend_stats = getattr(self.up.backend, "stats", None)
+        return {**(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
 
     # --- following the leases ------------------------------------------------------------
 
     def _resync(self) -> None:
         """List every lease and bring the peer cache (and the data plane) in line with it."""
-        leases, revision, problems = self.registry.list_leases(strict=False)
-        for problem in problems:
-            log.warning("ignoring a malformed lease: %s", problem)
-        mine = next((lease for lease in leases if lease.key == self.keeper.own.key), None)
+        listing = self.registry.list_leases()
+        own = self.keeper.own.key
+        mine = next((lease for lease in listing.leases if lease.key == own), None)
         self.keeper.check(mine, "list")
-        self.programmer.resync(leases)
-        self.revision = revision
+        self.programmer.resync([lease for lease in listing.leases if lease.key != own],
+                               {bad.key: bad.reason for bad in listing.malformed if bad.key != own})
+        self.revision = listing.revision
 
     def _apply_batch(self, batch: WatchBatch) -> None:
         self._watch_backoff.reset()
+        others = []
         for raw in batch.events:
             event = self.registry.decode_event(raw, raw.mod_revision)
             if event.key == self.keeper.own.key:
                 self.keeper.check(event.lease if event.kind == "put" else None, event.kind)
             else:
-                self.programmer.apply(event)
+                others.append(event)
+        self.programmer.apply(others)
         self.revision = max(self.revision, batch.revision)
 
     def _start_watch(self) -> None:

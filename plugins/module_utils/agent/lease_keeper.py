@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import EtcdUnavailableError, FlannelError, LeaseError
+from ..errors import EtcdUnavailableError, FlannelError, LeaseError, shown
 from ..etcd.registry import LeaseRegistry
-from ..subnet.acquire import AcquireRequest, acquire
 from ..subnet.lease import Lease, LeaseAttrs
 from .scheduler import Scheduler
 
@@ -45,17 +44,28 @@ class LeaseKeeper:
                             f"({'deleted' if how == 'delete' else 'missing or malformed'}; by an operator or expired)")
         if lease.attrs.public_ip != self.attrs.public_ip:
             raise LeaseLost(f"our lease {self.own.key} now belongs to {lease.attrs.public_ip}")
+        if lease.attrs.host_id not in (None, self.attrs.host_id):
+            raise LeaseLost(f"our lease {self.own.key} was taken by another host with our PublicIP "
+                            f"{self.attrs.public_ip} (host id {lease.attrs.host_id}; ours is {self.attrs.host_id})")
         self.own = lease
         if lease.attrs != self.attrs:
             self._scheduler.due_at(RENEW_JOB, max(time.monotonic(), self._last_rewrite + REWRITE_EVERY))
 
     def renew(self) -> float:
-        """The timer job: write our data back if needed, renew before the margin."""
+        """The timer job: write our data back if needed, renew before the margin.
+
+        The write-back rewrites our own key in place (never a new pick: the backend and the
+        subnet file run on this subnet); if the key moved meanwhile, the next event says
+        whether it is still ours."""
         try:
             if self.own.attrs != self.attrs:
-                log.warning("lease %s carries %s; writing ours back", self.own.key, self.own.attrs.to_json())
+                log.warning("lease %s carries %s; writing ours back", self.own.key, shown(self.own.attrs.to_json()))
                 self._last_rewrite = time.monotonic()
-                self.own = acquire(self.registry, AcquireRequest(self.attrs, ttl=self.ttl)).lease
+                try:
+                    self.own = self.registry.update(self.own, self.attrs, self.own.etcd_lease_id)
+                except LeaseError as exc:
+                    log.info("%s; looking again after the next change", exc)
+                    return REWRITE_EVERY
             remaining = self.registry.lease_expires_in(self.own)
             if remaining is not None and remaining < self.renew_margin:
                 self.own = self.registry.renew(self.own, ttl=self.ttl)

@@ -1,16 +1,19 @@
-"""The other hosts' leases -> the backend: which leases are peers, and the calls that program
-them. One bad peer is logged and skipped; the next repair round retries it."""
+"""The other hosts' leases -> the backend: which leases are peers (subnet/peer_rules.py
+decides; a rejected lease is logged once with its reason and counted), and the calls that
+program them. One peer the backend fails on is logged and skipped; the next repair round
+retries it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..backends.base import Backend
-from ..backends.registry import same_backend
+from ..errors import named
 from ..etcd.registry import SubnetEvent
 from ..subnet.lease import Lease
-from .lease_keeper import LeaseKeeper
+from ..subnet.peer_rules import PeerRules
 from .logs import RepeatingErrors
 from .notify import Notifier
 from .peers import PeerCache, PeerChange
@@ -20,29 +23,51 @@ _DONE = {"add": "added", "remove": "removed", "update": "updated"}
 
 
 class PeerProgrammer:
-    def __init__(self, backend: Backend, keeper: LeaseKeeper, notifier: Notifier, errors: RepeatingErrors,
+    def __init__(self, backend: Backend, rules: PeerRules, notifier: Notifier, errors: RepeatingErrors,
                  status: Callable[[], str]) -> None:
         self.backend = backend
-        self._keeper = keeper  # our lease and what we publish
+        self.rules = rules
         self._notifier = notifier
         self._errors = errors
         self._status = status
-        self.peers = PeerCache(self.is_peer)
+        self.peers = PeerCache(rules.select)
+        self.malformed: dict[str, str] = {}  # keys holding no lease -> why
+        self._reported: dict[str, str] = {}  # what was last logged per key (logged once)
 
-    def is_peer(self, lease: Lease) -> bool:
-        """Not our own lease or PublicIP, and the backend we speak."""
-        ours = self._keeper.attrs
-        if lease.key == self._keeper.own.key or lease.attrs.public_ip == ours.public_ip:
-            return False
-        return same_backend(lease.attrs.backend_type, ours.backend_type)
+    def apply(self, events: Iterable[SubnetEvent]) -> None:
+        """A batch of watch events on other hosts' keys; one re-selection for all of them."""
+        events = list(events)
+        for event in events:
+            if event.kind == "put" and event.lease is None:
+                self.malformed[event.key] = event.error or "no lease"
+            else:
+                self.malformed.pop(event.key, None)
+        self._program(self.peers.apply_all(events))
 
-    def apply(self, event: SubnetEvent) -> None:
-        if event.error:
-            log.warning("lease %s is malformed, treated as absent: %s", event.key, event.error)
-        self.program(self.peers.apply(event))
+    def resync(self, leases: Iterable[Lease], malformed: dict[str, str]) -> None:
+        self.malformed = dict(malformed)
+        self._program(self.peers.resync(leases))
 
-    def resync(self, leases: Iterable[Lease]) -> None:
-        self.program(self.peers.resync(leases))
+    def stats(self) -> dict[str, Any]:
+        """/stats "leases": how many peers are programmed, and which keys were turned away, why."""
+        return {"leases": {"peers": len(self.peers.peers), "rejected": dict(self.peers.rejected),
+                           "malformed": dict(self.malformed)}}
+
+    def _program(self, changes: list[PeerChange]) -> None:
+        self._report()
+        self.program(changes)
+
+    def _report(self) -> None:
+        """Log each rejected or malformed key once per reason, and when it is accepted again."""
+        now = {**{key: f"malformed: {why}" for key, why in self.malformed.items()},
+               **{key: f"rejected: {why}" for key, why in self.peers.rejected.items()}}
+        for key, why in now.items():
+            if self._reported.get(key) != why:
+                log.warning("lease %s %s", named(key), why)
+        for key in set(self._reported) - set(now):
+            if key in self.peers.peers:
+                log.info("lease %s is accepted now", key)
+        self._reported = now
 
     def program(self, changes: list[PeerChange]) -> None:
         for change in changes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..etcd.registry import SubnetEvent
 from ..subnet.lease import Lease
+from ..subnet.peer_rules import Selection
 
 
 @dataclass(frozen=True)
@@ -21,39 +22,60 @@ class PeerChange:
     old: Lease | None = None  # "update": what was programmed before
 
 
-class PeerCache:
-    """Peers keyed by lease key. `accepts` decides which leases are peers at all
-    (not our own lease, the backend type we speak)."""
+Select = Callable[[Iterable[Lease]], Selection]  # PeerRules.select, or a test's own rule
 
-    def __init__(self, accepts: Callable[[Lease], bool]) -> None:
-        self.accepts = accepts
-        self.peers: dict[str, Lease] = {}
+
+class PeerCache:
+    """Every lease seen (but malformed ones) by key, and the peers `select` accepts among them.
+
+    Acceptance depends on the other leases (the older of two conflicting ones wins), so each
+    change re-selects over all of them and the data plane follows the difference: a lease
+    whose older rival went is added then."""
+
+    def __init__(self, select: Select) -> None:
+        self.select = select
+        self.known: dict[str, Lease] = {}
+        self.peers: dict[str, Lease] = {}  # accepted, programmed
+        self.rejected: dict[str, str] = {}  # key -> why
 
     def apply(self, event: SubnetEvent) -> list[PeerChange]:
         """A watch event. A malformed value counts as the key holding no lease."""
-        if event.kind == "put" and event.lease is not None:
-            return self._set(event.key, event.lease)
-        return self._drop(event.key)
+        return self.apply_all([event])
+
+    def apply_all(self, events: Iterable[SubnetEvent]) -> list[PeerChange]:
+        """Several watch events (a batch), then one re-selection."""
+        for event in events:
+            if event.kind == "put" and event.lease is not None:
+                self.known[event.key] = event.lease
+            else:
+                self.known.pop(event.key, None)
+        return self._reselect()
 
     def resync(self, leases: Iterable[Lease]) -> list[PeerChange]:
         """A complete listing: add the new, remove the vanished, update the changed."""
-        current = {lease.key: lease for lease in leases}
-        changes = [change for key in list(self.peers) if key not in current for change in self._drop(key)]
-        for key, lease in current.items():
-            changes += self._set(key, lease)
+        self.known = {lease.key: lease for lease in leases}
+        return self._reselect()
+
+    def _reselect(self) -> list[PeerChange]:
+        selection = self.select(self.known.values())
+        self.rejected = selection.rejected
+        changes = [PeerChange("remove", old) for key, old in self.peers.items() if key not in selection.accepted]
+        for key, lease in selection.accepted.items():
+            old = self.peers.get(key)
+            if old is None:
+                changes.append(PeerChange("add", lease))
+            elif old.attrs != lease.attrs or old.subnet != lease.subnet:
+                changes.append(PeerChange("update", lease, old))
+        self.peers = dict(selection.accepted)  # the newest etcd lease id / revision either way
         return changes
 
-    def _set(self, key: str, lease: Lease) -> list[PeerChange]:
-        if not self.accepts(lease):
-            return self._drop(key)
-        old = self.peers.get(key)
-        self.peers[key] = lease  # keep the newest etcd lease id / revision either way
-        if old is None:
-            return [PeerChange("add", lease)]
-        if old.attrs != lease.attrs or old.subnet != lease.subnet:
-            return [PeerChange("update", lease, old)]
-        return []
 
-    def _drop(self, key: str) -> list[PeerChange]:
-        old = self.peers.pop(key, None)
-        return [PeerChange("remove", old)] if old is not None else []
+def select_where(accepts: Callable[[Lease], bool]) -> Select:
+    """A selection by a rule on each lease alone (no conflicts between leases)."""
+    def select(leases: Iterable[Lease]) -> Selection:
+        selection = Selection()
+        for lease in leases:
+            if accepts(lease):
+                selection.accepted[lease.key] = lease
+        return selection
+    return select

@@ -9,6 +9,7 @@ from typing import Any, Protocol, Self
 from ..deps import netaddr
 from ..subnet.config import NetworkConfig
 from ..subnet.lease import Lease
+from ..subnet.peer_rules import PeerRules
 from .spec import BackendRuntime
 
 
@@ -45,6 +46,16 @@ class KernelBackend:
     @classmethod
     def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Self:
         return cls(config, host)  # nothing of the runtime is needed: the kernel keeps the state
+
+    def _rejects(self, lease: Lease) -> str | None:
+        """Why the lease must not reach the kernel (the agent already filters; callers that
+        drive a backend directly are held to the same rules)."""
+        return PeerRules(self._config, self._own_subnet, self._host.public_ip,
+                         self._config.backend.spec.lease_type, self._own_backend_data()).check(lease)
+
+    def _own_backend_data(self) -> dict[str, Any] | None:
+        """What this host's own lease carries in BackendData (the peers may not claim it)."""
+        return None
 
     def _rebind(self, config: NetworkConfig | None, host: LocalHost | None) -> None:
         """setup() again with a new config or host (under the lock)."""

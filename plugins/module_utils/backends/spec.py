@@ -43,6 +43,14 @@ def _no_lease_data(_backend: BackendConfig, _public_ip: str) -> dict[str, Any] |
     return None
 
 
+def _any_peer_data(_data: dict[str, Any] | None, _backend: BackendConfig) -> str | None:
+    return None
+
+
+def _no_identities(_data: dict[str, Any] | None) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class BackendRuntime:
     """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
@@ -59,9 +67,13 @@ class BackendSpec:
     overhead: int = 0  # bytes the encapsulation takes from the underlay MTU
     lease_type: str = ""  # BackendType its leases carry ("" = none, as upstream's udp)
     needs_l2_adjacency: bool = False  # every peer must be on our underlay link
-    mtu_field: str | None = None  # a Backend field that, when set, is the overlay MTU
+    mtu_field: str | None = None  # a Backend field that, when set, stands for the underlay MTU (upstream's)
     # What flannel_lease can write before the agent runs (the agent's setup() has the last word).
     module_lease_data: Callable[[BackendConfig, str], dict[str, Any] | None] = _no_lease_data
+    # Why a peer's BackendData cannot be programmed (None: it can), given our Backend config.
+    check_peer_data: Callable[[dict[str, Any] | None, BackendConfig], str | None] = _any_peer_data
+    # What in a peer's BackendData no two peers may share ("VtepMAC 02:..."): the older keeps it.
+    peer_identities: Callable[[dict[str, Any] | None], tuple[str, ...]] = _no_identities
 
     def default(self, name: str) -> Any:
         known = self.fields.get(name)
@@ -71,5 +83,7 @@ class BackendSpec:
         return {name: f.default for name, f in self.fields.items() if f.default is not None}
 
     def overlay_mtu(self, backend: BackendConfig, underlay_mtu: int) -> int:
+        """The device's and subnet.env's MTU: the underlay's (or the Backend's MTU field, which
+        upstream flannel reads as the underlay MTU) less the encapsulation."""
         explicit = backend.get(self.mtu_field) if self.mtu_field else None
-        return int(explicit) if explicit else underlay_mtu - self.overhead
+        return (int(explicit) if explicit else underlay_mtu) - self.overhead

@@ -22,6 +22,7 @@ class KeyValue(Protocol):
     value: bytes
     lease: int
     mod_revision: int
+    create_revision: int
 
 
 class ResponseHeader(Protocol):
@@ -91,3 +92,4 @@ class WatchEvent(Protocol):
     value: bytes
     lease: int
     mod_revision: int
+    create_revision: int

@@ -17,8 +17,8 @@ from ..deps import netaddr
 from ..errors import ConfigError, LeaseError
 from ..subnet.config import NetworkConfig
 from ..subnet.key import encode_subnet_key
-from ..subnet.lease import Lease, LeaseAttrs
-from .client import EtcdClient, WatchEvent
+from ..subnet.lease import Lease, LeaseAttrs, Listing, Malformed, parse_kv
+from .client import EtcdClient, KeyMeta, WatchEvent
 from .connection import EtcdConnection
 from .watch import WatchBatch, watch_prefix
 
@@ -40,6 +40,21 @@ def _mod_revision(client: EtcdClient, key: str) -> int:
     if meta is None:
         raise LeaseError(f"{key} vanished right after it was written; is something deleting keys in a loop?")
     return meta.mod_revision
+
+
+def _holding(client: EtcdClient, key: str, attrs: LeaseAttrs) -> KeyMeta | None:
+    """The key's metadata when it holds exactly `attrs` (None otherwise).
+
+    EtcdConnection.call() runs an operation again on the next endpoint when the first
+    one's answer was lost, so a write may already have happened when it is re-run; each
+    write below asks this when its compare fails, so doing it twice does it once."""
+    value, meta = client.get(key)
+    if value is None or meta is None:
+        return None
+    try:
+        return meta if LeaseAttrs.from_json(value) == attrs else None
+    except LeaseError:
+        return None
 
 
 class LeaseRegistry:
@@ -85,31 +100,25 @@ class LeaseRegistry:
 
     # --- listing and watching leases ----------------------------------------------------
 
-    def list_raw(self) -> tuple[list[tuple[str, bytes, int, int]], int]:
-        """(key tail, value, etcd lease id, mod revision) for every subnet key, and the revision."""
-        def fetch(client: EtcdClient) -> tuple[list[tuple[str, bytes, int, int]], int]:
-            response = client.get_prefix_response(self.subnets_prefix)
-            items = [
-                (kv.key.decode()[len(self.subnets_prefix):], kv.value, kv.lease, kv.mod_revision)
-                for kv in response.kvs
-            ]
-            return items, response.header.revision
-        return self.conn.call(fetch)
+    def key_tail(self, key: bytes) -> str:
+        """A key below <prefix>/subnets/ without the prefix; bytes that are not UTF-8 are
+        escaped (such a key names no subnet, and is reported as malformed)."""
+        return key[len(self.subnets_prefix.encode()):].decode("utf-8", "backslashreplace")
 
-    def list_leases(self, strict: bool = True) -> tuple[list[Lease], int, list[str]]:
-        """Every lease and the listing's revision. strict: a malformed key or value raises
-        LeaseError; otherwise it is skipped and described in the returned problems."""
-        items, revision = self.list_raw()
-        leases: list[Lease] = []
-        problems: list[str] = []
-        for key_tail, value, lease_id, mod_rev in items:
-            try:
-                leases.append(Lease.from_kv(key_tail, value, lease_id, mod_rev))
-            except LeaseError as exc:
-                if strict:
-                    raise LeaseError(f"{exc} (key {self.subnets_prefix}{key_tail})") from None
-                problems.append(str(exc))
-        return leases, revision, problems
+    def list_leases(self) -> Listing:
+        """Every key under <prefix>/subnets/: the leases, and the keys that hold none
+        (malformed keys or values never make the listing fail)."""
+        def fetch(client: EtcdClient) -> Listing:
+            response = client.get_prefix_response(self.subnets_prefix)
+            listing = Listing([], response.header.revision, [], self.subnets_prefix)
+            for kv in response.kvs:
+                found = parse_kv(self.key_tail(kv.key), kv.value, kv.lease, kv.mod_revision, kv.create_revision)
+                if isinstance(found, Lease):
+                    listing.leases.append(found)
+                else:
+                    listing.malformed.append(found)
+            return listing
+        return self.conn.call(fetch)
 
     def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Callable[[], None]]:
         """Batches of events on <prefix>/subnets/ from start_revision, and a cancel function.
@@ -119,14 +128,13 @@ class LeaseRegistry:
         return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision)
 
     def decode_event(self, event: WatchEvent, revision: int) -> SubnetEvent:
-        key_tail = event.key.decode()[len(self.subnets_prefix):]
+        key_tail = self.key_tail(event.key)
         if type(event).__name__ == "DeleteEvent":
             return SubnetEvent("delete", key_tail, None, revision)
-        try:
-            lease = Lease.from_kv(key_tail, event.value, event.lease, event.mod_revision)
-        except LeaseError as exc:
-            return SubnetEvent("put", key_tail, None, revision, error=str(exc))
-        return SubnetEvent("put", key_tail, lease, revision)
+        found = parse_kv(key_tail, event.value, event.lease, event.mod_revision, event.create_revision)
+        if isinstance(found, Malformed):
+            return SubnetEvent("put", key_tail, None, revision, error=found.reason)
+        return SubnetEvent("put", key_tail, found, revision)
 
     # --- creating, rewriting, renewing and deleting leases ------------------------------
 
@@ -146,7 +154,8 @@ class LeaseRegistry:
             if not ok:
                 if lease_id:
                     client.revoke_lease(lease_id)
-                return False, 0, 0
+                ours = _holding(client, key, attrs)  # an earlier run of this txn created it
+                return (True, ours.lease_id, ours.mod_revision) if ours is not None else (False, 0, 0)
             return True, lease_id, _mod_revision(client, key)
         ok, lease_id, mod_rev = self.conn.call(txn)
         return Lease(subnet, attrs, lease_id, mod_rev) if ok else None
@@ -163,7 +172,10 @@ class LeaseRegistry:
                 success=[tx.put(key, attrs.to_json(), lease=etcd_lease_id or None)],
                 failure=[],
             )
-            return (True, _mod_revision(client, key)) if ok else (False, 0)
+            if ok:
+                return True, _mod_revision(client, key)
+            ours = _holding(client, key, attrs)  # an earlier run of this txn wrote it
+            return (True, ours.mod_revision) if ours is not None and ours.lease_id == etcd_lease_id else (False, 0)
         ok, mod_rev = self.conn.call(txn)
         if not ok:
             raise LeaseError(f"lease {key} changed while it was being updated; run again")
@@ -189,8 +201,10 @@ class LeaseRegistry:
 
         def op(client: EtcdClient) -> Lease | None:
             value, meta = client.get(key)
-            if value is None or meta is None or meta.lease_id != lease.etcd_lease_id:
+            if value is None or meta is None:
                 return None
+            if meta.lease_id != lease.etcd_lease_id:
+                return _renewed_before(client, key, lease, ttl)
             info = client.get_lease_info(lease.etcd_lease_id)
             if info.grantedTTL == ttl and info.TTL > 0:
                 list(client.refresh_lease(lease.etcd_lease_id))
@@ -235,3 +249,12 @@ class LeaseRegistry:
         if value is None or meta is None:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
+
+
+def _renewed_before(client: EtcdClient, key: str, lease: Lease, ttl: int) -> Lease | None:
+    """The key moved to another etcd lease: ours, by an earlier run of the same renewal
+    (same value, an etcd lease granted `ttl`), or somebody else's (None)."""
+    ours = _holding(client, key, lease.attrs)
+    if ours is None or client.get_lease_info(ours.lease_id).grantedTTL != ttl:
+        return None
+    return replace(lease, etcd_lease_id=ours.lease_id, mod_revision=ours.mod_revision)

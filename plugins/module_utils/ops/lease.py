@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
-from ..errors import LeaseError
+from ..errors import LeaseError, named
 from ..etcd.registry import LeaseRegistry
 from ..files import read_text
 from ..host.underlay import find_underlay
+from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, acquire, release
 from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
 from ..subnet.lease import LeaseAttrs
@@ -30,6 +31,7 @@ class LeaseOutcome:
     released: list[str] = field(default_factory=list)
     subnet_file_before: str | None = None
     subnet_file_after: str | None = None
+    warnings: list[str] = field(default_factory=list)  # keys under the prefix that hold no lease
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
     requested = _parse_subnet(params.subnet) if params.subnet else None
     if params.state == "absent":
         ip = params.public_ip or find_underlay(params.iface, None).public_ip
-        gone = release(registry, ip, requested, dry_run=dry_run)
+        gone = release(registry, ip, requested, dry_run=dry_run, host=host_id())
         return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
 
     config = registry.get_config()
@@ -60,7 +62,7 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
     previous_env = parse_subnet_env(before) if before is not None else None
     spec = config.backend.spec
     attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type,
-                       spec.module_lease_data(config.backend, underlay.public_ip))
+                       spec.module_lease_data(config.backend, underlay.public_ip)).with_host(host_id())
     result = acquire(registry, AcquireRequest(
         attrs, ttl=params.ttl, requested=requested,
         previous=previous_env.lease_subnet if previous_env is not None else None,
@@ -73,6 +75,8 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
         subnet=str(lease.subnet), network=str(config.network), mtu=mtu, ip_masq=params.ip_masq,
         lease_key=registry.subnets_prefix + lease.key, reservation=lease.is_reservation,
     )
+    outcome.warnings = [f"{registry.subnets_prefix}{named(bad.key)} holds no valid lease and was skipped: {bad.reason}"
+                        for bad in result.malformed]
     env = SubnetEnv.for_lease(config.network, lease.subnet, mtu, params.ip_masq)
     outcome.bip = str(env.subnet)
     if params.subnet_file:

@@ -81,7 +81,7 @@ def _read_stored(registry: LeaseRegistry, force: bool) -> _Stored:
 def _ensure_absent(registry: LeaseRegistry, stored: _Stored, force: bool, dry_run: bool) -> ConfigOutcome:
     if stored.raw is None:
         return ConfigOutcome(False, None, None, None, None)
-    leases = registry.list_leases(strict=False)[0]
+    leases = registry.list_leases().leases
     if leases and not force:
         raise ConfigError(
             f"{len(leases)} subnet lease(s) still exist under {registry.subnets_prefix}; removing the config "
@@ -94,7 +94,7 @@ def _ensure_absent(registry: LeaseRegistry, stored: _Stored, force: bool, dry_ru
 
 def _stranded(registry: LeaseRegistry, wanted: NetworkConfig, force: bool) -> list[str]:
     """Keys of the leases the new config would leave outside its range (refused without force)."""
-    leases = registry.list_leases(strict=False)[0]
+    leases = registry.list_leases().leases
     stranded = [lease.key for lease in leases if not wanted.network_range.fits(lease.subnet)]
     if stranded and not force:
         raise ConfigError(

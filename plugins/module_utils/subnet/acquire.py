@@ -20,10 +20,10 @@ from typing import Protocol
 from ..backends.registry import same_backend
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
-from ..errors import LeaseError
+from ..errors import HostConflictError, LeaseError
 from .allocator import is_free, pick_subnet
 from .config import NetworkConfig
-from .lease import Lease, LeaseAttrs
+from .lease import Lease, LeaseAttrs, Listing, Malformed
 from .range import SubnetRange
 
 MAX_RACE_RETRIES = 50
@@ -37,7 +37,8 @@ class LeaseBook(Protocol):
 
     def get_config(self) -> NetworkConfig: ...
 
-    def list_leases(self, strict: bool = True) -> tuple[list[Lease], int, list[str]]: ...
+    def list_leases(self) -> Listing:
+        """Every lease, and the keys holding none (their subnets count as taken)."""
 
     def create(self, subnet: netaddr.IPNetwork, attrs: LeaseAttrs, ttl: int, reservation: bool) -> Lease | None:
         """The new lease, or None when the key exists already (a lost race)."""
@@ -73,6 +74,7 @@ class AcquireResult:
     changed: bool
     action: str  # "kept", "updated", "renewed", "created", "moved"
     previous: Lease | None = None  # the lease before the change, if any
+    malformed: tuple[Malformed, ...] = ()  # keys seen that hold no lease (reported, skipped)
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,14 @@ def check_requested(rng: SubnetRange, requested: netaddr.IPNetwork | None) -> No
         )
 
 
-def choose(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange,
+def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
            rand: random.Random | None = None) -> Keep | Create:
     """What to do, given every lease as listed now (pure, but for the random pick)."""
-    ours = request.attrs.public_ip
+    ours, leases = request.attrs.public_ip, listing.leases
     mine = tuple(lease for lease in leases if lease.attrs.public_ip == ours)
+    _check_same_host(mine, request.attrs)
     if request.requested is not None:
+        _check_not_malformed(listing, request.requested)
         holder = next((lease for lease in leases if lease.subnet == request.requested), None)
         if holder is not None and holder.attrs.public_ip != ours:
             raise LeaseError(
@@ -114,11 +118,43 @@ def choose(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange,
     fitting = [lease for lease in mine if rng.fits(lease.subnet)]
     if fitting:
         return Keep(fitting[0])
-    taken = [lease.subnet for lease in leases]
+    taken = _blocking(listing.taken, rng)
     previous = request.previous
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
     return Create(pick_subnet(rng, taken, rand), mine)
+
+
+def _blocking(taken: Sequence[netaddr.IPNetwork], rng: SubnetRange) -> list[netaddr.IPNetwork]:
+    """The taken subnets that keep a candidate from being picked: inside the Network and no
+    larger than SubnetLen. A key for 0.0.0.0/0 or the whole Network would otherwise take
+    every subnet at once; no peer programs such a lease, so it blocks nothing."""
+    network = rng.network
+    return [subnet for subnet in taken
+            if subnet.version == network.version and subnet in network and subnet.prefixlen >= rng.subnet_len]
+
+
+def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:
+    """Leases holding our PublicIP but written by another host: two hosts claim one address.
+    Sharing the lease would make them overwrite each other's data for ever; refuse."""
+    if attrs.host_id is None:
+        return
+    for lease in mine:
+        theirs = lease.attrs.host_id
+        if theirs is not None and theirs != attrs.host_id:
+            raise HostConflictError(
+                f"PublicIP {attrs.public_ip} is already leased by another host: key {lease.key} carries host id "
+                f"{theirs}, this host is {attrs.host_id}. Give each host its own public_ip (or iface); if this "
+                f"host replaced that one, release the old lease first (flannel_lease state=absent or "
+                f"etcdctl del {lease.key})"
+            )
+
+
+def _check_not_malformed(listing: Listing, subnet: netaddr.IPNetwork) -> None:
+    bad = next((m for m in listing.malformed if m.subnet == subnet), None)
+    if bad is not None:
+        raise LeaseError(f"requested subnet {subnet} is held by {listing.prefix}{bad.key}, which is not a valid "
+                         f"lease ({bad.reason}); delete that key or request another subnet")
 
 
 @dataclass(frozen=True)
@@ -133,8 +169,10 @@ class KeepPlan:
 def plan_keep(lease: Lease, request: AcquireRequest) -> KeepPlan:
     wanted = request.attrs
     if request.keep_backend_data and same_backend(lease.attrs.backend_type, wanted.backend_type):
-        # The module cannot know what the agent advertises (VtepMAC, fast path): keep it.
-        wanted = replace(wanted, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
+        # The module cannot know what the agent advertises (VtepMAC, fast path): keep it,
+        # with our host id (a lease from upstream or an older version has none yet).
+        kept = replace(wanted, backend_type=lease.attrs.backend_type, backend_data=lease.attrs.backend_data)
+        wanted = kept.with_host(request.attrs.host_id)
     if wanted == lease.attrs and (lease.is_reservation or not request.reservation):
         return KeepPlan(wanted, False, lease.etcd_lease_id)
     # The data changed, or an ordinary lease becomes a reservation; a reservation stays one.
@@ -148,12 +186,14 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     rng = book.get_config().network_range
     check_requested(rng, request.requested)
     for _attempt in range(MAX_RACE_RETRIES):
-        decision = choose(book.list_leases(strict=True)[0], request, rng, rand)
+        listing = book.list_leases()
+        decision = choose(listing, request, rng, rand)
         if isinstance(decision, Keep):
-            return _keep(book, decision.lease, request)
-        result = _create(book, decision, request)
+            result: AcquireResult | None = _keep(book, decision.lease, request)
+        else:
+            result = _create(book, decision, request)
         if result is not None:
-            return result
+            return replace(result, malformed=tuple(listing.malformed))
     raise LeaseError(
         f"could not create a lease after {MAX_RACE_RETRIES} lost races; is something creating keys "
         f"under {book.subnets_prefix} in a loop?"
@@ -189,11 +229,13 @@ def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> Acqui
 
 
 def release(book: LeaseBook, public_ip: str, subnet: netaddr.IPNetwork | None = None,
-            dry_run: bool = False) -> list[Lease]:
-    """Delete this host's leases (or just `subnet`, when it is ours); return what went."""
-    leases = book.list_leases(strict=False)[0]
+            dry_run: bool = False, host: str | None = None) -> list[Lease]:
+    """Delete this host's leases (or just `subnet`, when it is ours); return what went.
+    With `host`, a lease another host wrote for the same PublicIP is not ours to delete."""
+    leases = book.list_leases().leases
     gone = [lease for lease in leases
-            if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)]
+            if lease.attrs.public_ip == public_ip and (subnet is None or lease.subnet == subnet)
+            and (host is None or lease.attrs.host_id in (None, host))]
     if not dry_run:
         for lease in gone:
             book.delete(lease)

@@ -15,7 +15,7 @@ from ..backends.registry import spec_for
 from ..backends.spec import BackendSpec
 from ..defaults import STORED_DEFAULT_BACKEND
 from ..deps import netaddr
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from .json_doc import load_json
 from .range import SubnetRange, subnet_range
 
@@ -53,7 +53,7 @@ class BackendConfig:
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):
-            raise ConfigError(f"Backend must be a JSON object, got {doc!r}")
+            raise ConfigError(f"Backend must be a JSON object, got {shown(doc)}")
         type_keys = [k for k in doc if str(k).lower() == "type"]
         if len(type_keys) > 1:
             raise ConfigError(f"Backend: key 'Type' is given twice ({', '.join(type_keys)}; keys are case-insensitive)")
@@ -141,7 +141,7 @@ class NetworkConfig:
                   default_backend: str = STORED_DEFAULT_BACKEND) -> NetworkConfig:
         """Validate a config document. A missing Backend means udp, as in flannel."""
         if not isinstance(doc, dict):
-            raise ConfigError(f"{where} must be a JSON object, got {doc!r}")
+            raise ConfigError(f"{where} must be a JSON object, got {shown(doc)}")
         found, extra = _fold(doc, _KNOWN_KEYS, where)
         enable_v4 = _bool(found, "EnableIPv4", True)
         enable_v6 = _bool(found, "EnableIPv6", False)
@@ -187,5 +187,5 @@ class NetworkConfig:
 def _bool(found: dict[str, Any], name: str, default: bool) -> bool:
     value = found.get(name, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} {value!r} must be true or false")
+        raise ConfigError(f"{name} {shown(value)} must be true or false")
     return value

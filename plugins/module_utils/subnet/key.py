@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..deps import netaddr
-from ..errors import LeaseError
+from ..errors import LeaseError, shown
 
 _V4 = r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})-([0-9]{1,2})"
 _V6 = r"([0-9a-fA-F:.]+)-([0-9]{1,3})"
@@ -23,7 +23,7 @@ def decode_subnet_key(key: str) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork | 
     """Parse a key (the part after `<prefix>/subnets/`); raise LeaseError when it is not one."""
     match = _KEY.fullmatch(key)
     if not match:
-        raise LeaseError(f"subnet key {key!r} is not of the form A.B.C.D-LEN[&IPV6-LEN]")
+        raise LeaseError(f"subnet key {shown(key)} is not of the form A.B.C.D-LEN[&IPV6-LEN]")
     ip4, len4, ip6, len6 = match.groups()
     subnet = _network(key, ip4, len4, 4)
     ipv6_subnet = _network(key, ip6, len6, 6) if ip6 is not None else None
@@ -35,7 +35,7 @@ def _network(key: str, addr: str, length: str, version: int) -> netaddr.IPNetwor
         ip = netaddr.IPAddress(addr, version=version, flags=netaddr.INET_PTON)
         net = netaddr.IPNetwork(f"{ip}/{length}", version=version)
     except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise LeaseError(f"subnet key {key!r}: {addr}/{length} is not a valid IPv{version} network") from None
+        raise LeaseError(f"subnet key {shown(key)}: {addr}/{length} is not a valid IPv{version} network") from None
     if net.network != net.ip:
-        raise LeaseError(f"subnet key {key!r}: {addr} is not the network address of /{length}")
+        raise LeaseError(f"subnet key {shown(key)}: {addr} is not the network address of /{length}")
     return net

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..deps import netaddr
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 
 _DEFAULT_LEN = {4: 24, 6: 64}
 
@@ -72,7 +72,7 @@ def subnet_range(version: int, network: Any, subnet_len: Any, subnet_min: Any, s
     ones = net.prefixlen
     name = f"{key_prefix}SubnetLen"
     if subnet_len is not None and (isinstance(subnet_len, bool) or not isinstance(subnet_len, int)):
-        raise ConfigError(f"{name} {subnet_len!r} must be a whole number")
+        raise ConfigError(f"{name} {shown(subnet_len)} must be a whole number")
     if subnet_len in (None, 0):  # 0 is flannel's "unset"
         if ones > bits - 4:
             raise ConfigError(
@@ -104,7 +104,7 @@ def subnet_range(version: int, network: Any, subnet_len: Any, subnet_min: Any, s
 
 def _parse_network(version: int, value: Any, name: str) -> netaddr.IPNetwork:
     if not isinstance(value, str):
-        raise ConfigError(f"{name} {value!r} must be a CIDR string such as \"10.5.0.0/16\"")
+        raise ConfigError(f"{name} {shown(value)} must be a CIDR string such as \"10.5.0.0/16\"")
     try:
         addr, _slash, length = value.partition("/")
         if not re.fullmatch(r"[0-9]{1,3}", length):  # no signs, spaces or non-ASCII digits
@@ -113,9 +113,9 @@ def _parse_network(version: int, value: Any, name: str) -> netaddr.IPNetwork:
         net = netaddr.IPNetwork(f"{ip}/{int(length)}", version=version)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         example = "10.5.0.0/16" if version == 4 else "fd00:5::/48"
-        raise ConfigError(f"{name} {value!r} is not a valid IPv{version} CIDR, e.g. \"{example}\"") from None
+        raise ConfigError(f"{name} {shown(value)} is not a valid IPv{version} CIDR, e.g. \"{example}\"") from None
     if net.ip != net.network:
-        raise ConfigError(f"{name} {value!r} has host bits set; did you mean {net.cidr}?")
+        raise ConfigError(f"{name} {shown(value)} has host bits set; did you mean {net.cidr}?")
     return net
 
 
@@ -123,11 +123,11 @@ def _parse_bound(version: int, value: Any, net: netaddr.IPNetwork, name: str, le
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{name} {value!r} must be an IPv{version} address string")
+        raise ConfigError(f"{name} {shown(value)} must be an IPv{version} address string")
     try:
         addr = netaddr.IPAddress(value, version=version, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError):
-        raise ConfigError(f"{name} {value!r} is not a valid IPv{version} address") from None
+        raise ConfigError(f"{name} {shown(value)} is not a valid IPv{version} address") from None
     if addr not in net:
         raise ConfigError(f"{name} {value} is outside the network {net}; pick an address inside it")
     aligned = netaddr.IPNetwork(f"{addr}/{length}", version=version).network

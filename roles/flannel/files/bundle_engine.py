@@ -7,7 +7,13 @@
 Same inputs give the same bytes, so ``ansible.builtin.unarchive`` on the host changes
 nothing when the engine did not change. Prints ``{"path": ..., "sha256": ...}``.
 
-Usage: bundle_engine.py <module_utils dir> <launcher> <version> <output dir>
+Usage: bundle_engine.py <module_utils dir> <launcher> <version> [<cache dir>]
+
+The tar is unpacked as root on every host, so the cache is private: the given directory,
+or $XDG_CACHE_HOME/overlaynet-flannel, or ~/.cache/overlaynet-flannel of the user running
+the play (from the password database, not $HOME, and never /tmp). It is created 0700 and
+must be owned by that user and writable by nobody else; a cached tar is used only when its
+bytes hash to the digest its name and this build say, and is rebuilt otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import hashlib
 import io
 import json
 import os
+import pwd
+import stat
 import sys
 import tarfile
 from pathlib import Path
@@ -54,18 +62,51 @@ def build(engine: Path, launcher: Path, version: str) -> bytes:
     return buf.getvalue()
 
 
+def default_cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "overlaynet-flannel"
+    return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "overlaynet-flannel"
+
+
+def private_dir(path: Path) -> Path:
+    """path, created 0700 if missing; refused unless it is ours and nobody else can write it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise SystemExit(f"error: bundle cache {path} is not a directory")
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SystemExit(f"error: bundle cache {path} is not private (owner uid {info.st_uid}, mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}); use a directory of your own with mode 0700 "
+                         "(flannel_bundle_cache_dir)")
+    return path
+
+
+def cached(dest: Path, digest: str) -> bool:
+    """A cached tar is used only when it is a regular file of ours whose bytes hash to digest."""
+    try:
+        info = dest.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        return False
+    return hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
+    if len(argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         return 2
-    engine, launcher, version, out = Path(argv[0]), Path(argv[1]), argv[2], Path(argv[3])
+    engine, launcher, version = Path(argv[0]), Path(argv[1]), argv[2]
+    out = private_dir(Path(argv[3]).expanduser() if len(argv) == 4 and argv[3] else default_cache_dir())
     data = build(engine.resolve(), launcher.resolve(), version)
     digest = hashlib.sha256(data).hexdigest()
-    out.mkdir(parents=True, exist_ok=True)
     dest = out / f"flannel-agent-{version}-{digest[:16]}.tar"
-    if not dest.is_file():
+    if not cached(dest, digest):
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, dest)
     print(json.dumps({"path": str(dest), "sha256": digest, "version": version}))
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
 from lab import netns
 from lab.engine import parse_env_text
 from lab.etcd import Cluster, EtcdCtl
@@ -221,7 +222,8 @@ def test_start_up_waits_for_the_config_then_reports_ready_and_keeps_its_subnet(l
     assert env["FLANNEL_IPMASQ"] == "true"
     key = own_key(agent)
     assert leases_in(lab.etcd, prefix) == {
-        key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw"}}
+        key: {"PublicIP": host.address, "PublicIPv6": None, "BackendType": "host-gw",
+              "BackendData": {"Overlaynet": {"Host": host_id()}}}}
     assert lab.etcd.lease_of(f"{prefix}/subnets/{key}") > 0  # an ordinary lease with a TTL
 
     rules = netns.run(host.ns, ["iptables", "-w", "5", "-t", "nat", "-S", "FLANNEL-POSTRTG"]).stdout
@@ -423,16 +425,43 @@ def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix
     a1 = Agent(lab, h1, prefix).start()
     a1.wait_ready()
     assert own_key(a1) == "10.5.77.0-24"
-    assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": {"PublicIP": h1.address, "PublicIPv6": None,
-                                                            "BackendType": "host-gw"}}
+    ours = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw",
+            "BackendData": {"Overlaynet": {"Host": host_id()}}}  # the agents here share the box's machine-id
+    assert leases_in(lab.etcd, prefix) == {"10.5.77.0-24": ours}
     assert lab.etcd.lease_of(key) == int(lease_id, 16)  # the module's etcd lease is kept
 
     # Someone rewrites our lease with other data: the agent writes its own back.
     lab.etcd.etcdctl("put", f"--lease={lease_id}", key, json.dumps(stale))
-    wait_until(lambda: "BackendData" not in leases_in(lab.etcd, prefix)["10.5.77.0-24"], 10, "our data written back")
+    wait_until(lambda: leases_in(lab.etcd, prefix)["10.5.77.0-24"] == ours, 10, "our data written back")
     assert a1.alive()
     a1.signal(signal.SIGTERM)
     assert a1.wait() == 0
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--etcd-endpoints", "ftp://10.0.0.1:2379"], "ftp://10.0.0.1:2379"),
+    (["--etcd-endpoints", "https://127.0.0.1:1", "--etcd-cafile", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+    (["--etcd-endpoints", "https://127.0.0.1:1", "--etcd-certfile", "/etc/hostname"], "etcd_key_file"),
+], ids=["not-a-url", "missing-ca", "cert-without-key"])
+def test_unusable_etcd_settings_end_the_agent_with_the_value_named(lab, prefix, flags, named):
+    agent = Agent(lab, new_host(lab, "h1"), prefix, *flags, endpoints="http://127.0.0.1:1").start()
+    assert agent.wait() == 1
+    assert named in agent.log(), agent.log()
+
+
+def test_a_second_host_with_our_public_ip_is_refused_not_shared(lab, prefix):
+    """Another host's lease of our PublicIP (its host id in BackendData): we exit with the key
+    and both host ids, and leave that lease alone."""
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
+    theirs = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw",
+              "BackendData": {"Overlaynet": {"Host": "0123456789abcdef"}}}
+    lab.etcd.etcdctl("put", f"{prefix}/subnets/10.5.88.0-24", json.dumps(theirs))
+    a1 = Agent(lab, h1, prefix).start()
+    assert a1.wait() == 1
+    log = a1.log()
+    assert all(part in log for part in ("10.5.88.0-24", "0123456789abcdef", host_id(), "its own public_ip")), log
+    assert leases_in(lab.etcd, prefix) == {"10.5.88.0-24": theirs}
 
 
 @pytest.mark.skipif(not shutil.which("ping"), reason="needs ping")

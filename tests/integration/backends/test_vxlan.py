@@ -144,15 +144,19 @@ def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
 
 
 def test_reconcile_removes_stale_entries_and_keeps_foreign_routes(lab):
+    """Routes of ours (proto 70) no peer needs go wherever they point (one a hostile lease once
+    got, outside the Network, included); routes of other protocols stay."""
     backends, leases = start(lab, VXLAN)
     h1 = lab.hosts[0]
     ip(h1.ns, "route", "add", "10.5.200.0/24", "via", "192.168.81.99")  # somebody else's (proto boot)
     ip(h1.ns, "route", "add", "172.30.0.0/24", "via", "192.168.81.99", "proto", str(RTPROT))  # outside Network
+    ip(h1.ns, "route", "add", "172.31.0.0/24", "via", "192.168.81.99")  # outside, somebody else's
     ip(h1.ns, "neigh", "add", "10.5.77.0", "lladdr", "02:00:00:00:00:77", "dev", "flannel.1", "nud", "permanent")
 
     backends[1].reconcile({leases[3].key: leases[3]})  # host 2 is gone
     p = plane(h1.ns)
-    assert set(p.routes) == {"10.5.3.0/24", "172.30.0.0/24"}
+    assert set(p.routes) == {"10.5.3.0/24"}
+    assert "172.31.0.0/24" in p.foreign_routes
     assert set(p.neighbours) == {"10.5.3.0"}
     assert {dst for _mac, dst in p.fdb} == {lab.hosts[2].public_ip}
     assert "10.5.200.0/24" in p.foreign_routes
@@ -247,11 +251,15 @@ def test_peer_with_a_new_mac_is_reprogrammed(lab):
 
 
 def test_custom_vni_port_and_mtu(lab):
+    """Backend.MTU as upstream flannel reads it: the underlay MTU, so the device gets MTU - 50
+    (upstream's device.go: `MTU: devAttrs.MTU - 50`); hosts of both kinds agree on 1350 here."""
     backends, leases = start(lab, {"Type": "vxlan", "VNI": 7, "Port": 4789, "MTU": 1400})
     h1, h2 = lab.hosts[:2]
     assert leases[1].attrs.backend_data["VNI"] == 7
     p = plane(h1.ns, "flannel.7")
-    assert (p.vxlan("IFLA_VXLAN_ID"), p.vxlan("IFLA_VXLAN_PORT"), p.link.get("mtu")) == (7, 4789, 1400)
+    assert (p.vxlan("IFLA_VXLAN_ID"), p.vxlan("IFLA_VXLAN_PORT"), p.link.get("mtu")) == (7, 4789, 1350)
+    assert backends[1].setup(config({"Type": "vxlan", "VNI": 7, "Port": 4789, "MTU": 1400}),
+                             local_host(h1)).mtu == 1350  # what subnet.env and docker get
     assert h1.ping_from_container(h2.container_ip)
 
 

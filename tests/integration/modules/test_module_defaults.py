@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
 from lab.etcd import Cluster
 from support.ansible_run import run_playbook
 
@@ -30,7 +31,8 @@ def test_group_module_defaults_reach_the_etcd_modules(etcd_server: Cluster, etcd
     assert config == {"Network": "10.6.0.0/16", "Backend": {"Type": "host-gw"}}
     leases = etcd_server.etcdctl("get", "--prefix", f"{etcd_prefix}/subnets/").splitlines()
     assert len(leases) == 2, leases  # one key, one value
-    assert json.loads(leases[1]) == {"PublicIP": "192.168.81.21", "PublicIPv6": None, "BackendType": "host-gw"}
+    assert json.loads(leases[1]) == {"PublicIP": "192.168.81.21", "PublicIPv6": None, "BackendType": "host-gw",
+                                     "BackendData": {"Overlaynet": {"Host": host_id()}}}
     subnet = leases[0].rsplit("/", 1)[1]  # 10.6.X.0-24
     net, plen = subnet.split("-")
     bip = f"{net.rsplit('.', 1)[0]}.1/{plen}"

@@ -5,6 +5,7 @@ Needs root (network namespaces). Every figure asserted here is measured in the r
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -171,7 +172,8 @@ def test_udp_speaks_flannels_format_to_upstream_peers_and_drops_strangers(overla
     # h3 behaves like upstream flanneld: plain TUN, no fast-path advertisement in its lease.
     overlay.kill_agent("h3", signal.SIGTERM)
     overlay.start_agent("h3", "--udp-fast-path=false")
-    wait_for(lambda: "BackendData" not in overlay.lease_of("h3")[1], 10, what="h3 lease without fast path")
+    wait_for(lambda: "GSO" not in overlay.lease_of("h3")[1].get("BackendData", {}).get("Overlaynet", {}), 10,
+             what="h3 lease without the fast-path advertisement")
     assert "Overlaynet" in overlay.lease_of("h1")[1].get("BackendData", {})
     for src, dst in (("c1", "c3"), ("c3", "c1"), ("c2", "c3"), ("c1", "c2")):
         wait_for(lambda s=src, d=dst: overlay.ping(s, overlay.containers[d]), 10, interval=0.2,
@@ -182,22 +184,100 @@ def test_udp_speaks_flannels_format_to_upstream_peers_and_drops_strangers(overla
     run = lab.run("c1", ["iperf3", "-c", overlay.containers["c3"], "-p", "5201", "-t", "2", "-R"], netns_only=True,
                   capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    stats = overlay.udp_stats("h1")
+    stats = overlay.stats("h1")
     assert stats["peers"][lab.host_address("h3")]["format"] == "flannel"
     assert stats["peers"][lab.host_address("h2")]["format"] == "gso"
 
     # a stranger (not a peer) sends ICMP echoes for c1 straight to h1's udp port: dropped
     stranger = lab.add_host()
-    dropped = overlay.udp_stats("h1")["dropped_not_peer"]
+    dropped = overlay.stats("h1")["dropped_not_peer"]
     echos = in_echos(overlay, "c1")
     send_stranger_echoes(overlay, stranger, "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
-    wait_for(lambda: overlay.udp_stats("h1")["dropped_not_peer"] >= dropped + 5, 5, what="drops counted")
+    wait_for(lambda: overlay.stats("h1")["dropped_not_peer"] >= dropped + 5, 5, what="drops counted")
     time.sleep(0.5)
     assert in_echos(overlay, "c1") == echos
     # the same datagrams from a peer (h2) do reach c1: the test above can fail
     send_stranger_echoes(overlay, "h2", "10.5.250.1", overlay.containers["c1"], lab.host_address("h1"))
     wait_for(lambda: in_echos(overlay, "c1") >= echos + 5, 5, what="echoes from a peer delivered")
     lab.remove_host(stranger)
+
+
+def hostile_leases(overlay: Overlay) -> dict[str, str]:
+    """key -> value of every hostile or broken lease the issue lists, for this backend."""
+    h1_subnet = overlay.lease_of("h1")[0].split("-")[0]  # 10.5.X.0
+    h2_lease = overlay.lease_of("h2")[1]
+    stranger = "192.168.81.200"  # on the underlay, so host-gw would think it adjacent
+
+    def lease(ip: str = stranger, mac: str = "0e:11:22:33:44:55") -> str:
+        doc: dict = {"PublicIP": ip, "PublicIPv6": None}
+        if overlay.kind == "vxlan":
+            doc.update(BackendType="vxlan", BackendData={"VNI": 1, "VtepMAC": mac})
+        elif overlay.kind == "host-gw":
+            doc["BackendType"] = "host-gw"
+        return json.dumps(doc)
+
+    found = {
+        "0.0.0.0-0": lease(),  # the default route on every host
+        "192.168.0.0-16": lease(),  # a range outside the network (the underlay itself)
+        f"{h1_subnet[:-1]}128-25": lease(),  # half of h1's own containers
+        "10.5.242.0-24": lease("0.0.0.0"),
+        "10.5.243.0-24": lease("127.0.0.1"),
+        "10.5.244.0-24": lease("224.0.0.1"),
+        "10.5.245.0-24": "[" * 1000 + "]" * 1000,  # RecursionError in a json.loads
+        "10.5.246.0-24": '{"PublicIP": "' + "1" * 70000 + '"}',  # oversized
+        "10.5.247.0-24\udcff": lease(),  # a key that is not UTF-8 (sent as the byte 0xff)
+    }
+    if overlay.kind == "vxlan":
+        found["10.5.240.0-24"] = lease(mac="00:00:00:00:00:00")  # the flood entry
+        found["10.5.241.0-24"] = lease(mac=h2_lease["BackendData"]["VtepMAC"])  # h2's traffic
+    return found
+
+
+def test_hostile_leases_reach_no_data_plane_and_stop_no_agent(overlay):
+    lab = overlay.lab
+    hosts = list(overlay.agents)
+    defaults = {host: overlay.ip(host, "-4", "route", "show", "default") for host in hosts}
+    own = {host: overlay.lease_of(host)[0].replace("-", "/") for host in hosts}
+    hostile = hostile_leases(overlay)
+    for key, value in hostile.items():
+        lab.etcdctl("put", f"/coreos.com/network/subnets/{key}", value)
+    time.sleep(3)  # several watch events and reconcile rounds (1 s)
+    try:
+        assert all(proc.poll() is None for proc in overlay.agents.values()), "an agent died"
+        assert overlay.ping_all() == []
+        for host in hosts:
+            assert overlay.ip(host, "-4", "route", "show", "default") == defaults[host]
+            ours = overlay.ip(host, "-4", "route", "show", "proto", "70")
+            assert "default" not in ours and "192.168.0.0/16" not in ours and "/25" not in ours
+            assert not any(f"10.5.{n}.0/24" in ours for n in range(240, 248)), (host, ours)
+            local = overlay.ip(host, "-4", "route", "show", own[host])
+            assert "docker0" in local and "proto 70" not in local
+            if overlay.kind == "vxlan":
+                fdb = lab.run(host, ["bridge", "fdb", "show", "dev", "flannel.1"], capture_output=True,
+                              text=True).stdout
+                assert "00:00:00:00:00:00" not in fdb and "192.168.81.200" not in fdb
+        leases = overlay.stats("h1")["leases"]  # /stats: every agent serves it now
+        turned_away = {**leases["rejected"], **leases["malformed"]}
+        assert len(turned_away) == len(hostile), turned_away
+        assert "outside the network" in leases["rejected"]["0.0.0.0-0"]
+        if overlay.kind == "vxlan":
+            assert "the same VtepMAC" in leases["rejected"]["10.5.241.0-24"]
+        # a restarted agent and a joining host come up while the hostile leases are there
+        overlay.kill_agent("h3", signal.SIGTERM)
+        overlay.start_agent("h3")
+        host = lab.add_host()
+        overlay.start_agent(host)
+        address = overlay.add_container(host, f"c{host[1:]}")
+        wait_for(lambda: overlay.ping("c1", address), 10, interval=0.2, what="new host reachable")
+        assert overlay.ping_all() == []
+    finally:
+        for key in hostile:
+            lab.etcdctl("del", f"/coreos.com/network/subnets/{key}")
+    overlay.kill_agent(host, signal.SIGTERM)
+    lab.etcdctl("del", f"/coreos.com/network/subnets/{overlay.lease_of(host)[0]}")
+    lab.remove_container(f"c{host[1:]}")
+    overlay.containers.pop(f"c{host[1:]}")
+    lab.remove_host(host)
 
 
 def in_echos(overlay: Overlay, container: str) -> int:

@@ -141,7 +141,7 @@ def test_full_network_is_a_clear_error(etcd_server, etcd_prefix):
 
 def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
-    _unused, revision, _unused = store.list_leases()
+    revision = store.list_leases().revision
     responses, cancel = store.watch(revision + 1)
     seen = []
 
@@ -174,7 +174,7 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
     try:
         store = make_store(server, etcd_prefix)
         acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600))
-        _unused, revision, _unused = store.list_leases()
+        revision = store.list_leases().revision
         release(store, "192.168.81.11")
         server.etcdctl("compact", str(revision + 1))
         batches, cancel = store.watch(revision)
@@ -199,3 +199,38 @@ def test_watch_raises_when_etcd_goes_away_and_after_compaction(etcd_prefix):
         assert outcome and isinstance(outcome[0], EtcdUnavailableError)
     finally:
         server.close()
+
+
+# EtcdConnection.call() runs an operation again on the next endpoint when an answer was
+# lost in a failover. A lost answer cannot be made to happen on demand, so these run the
+# same write twice from the same stale view, as the re-run does: the second must find the
+# first one's effect and do nothing more.
+
+def test_a_rerun_create_finds_its_own_key(etcd_server, etcd_prefix):
+    store = make_store(etcd_server, etcd_prefix)
+    subnet = netaddr.IPNetwork("10.5.33.0/24")
+    first = store.create(subnet, attrs("192.168.81.11"), 600, False)
+    again = store.create(subnet, attrs("192.168.81.11"), 600, False)
+    assert first is not None and again is not None
+    assert (again.etcd_lease_id, again.mod_revision) == (first.etcd_lease_id, first.mod_revision)
+    assert store.create(subnet, attrs("192.168.81.12"), 600, False) is None  # another host: a lost race
+
+
+def test_a_rerun_update_finds_its_own_write(etcd_server, etcd_prefix):
+    store = make_store(etcd_server, etcd_prefix)
+    lease = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600)).lease
+    new = LeaseAttrs("192.168.81.11", None, "vxlan", {"VNI": 1, "VtepMAC": "02:00:00:00:00:09"})
+    first = store.update(lease, new, lease.etcd_lease_id)
+    again = store.update(lease, new, lease.etcd_lease_id)  # the same stale mod revision
+    assert again.mod_revision == first.mod_revision and store.get_lease(lease.subnet).attrs == new
+    with pytest.raises(LeaseError, match="changed while it was being updated"):
+        store.update(lease, attrs("192.168.81.11"), lease.etcd_lease_id)  # someone else's change stays an error
+
+
+def test_a_rerun_renewal_with_a_new_ttl_finds_its_new_etcd_lease(etcd_server, etcd_prefix):
+    store = make_store(etcd_server, etcd_prefix)
+    lease = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=60)).lease
+    first = store.renew(lease, ttl=300)
+    again = store.renew(lease, ttl=300)  # from the lease as it was before the first run
+    assert first.etcd_lease_id != lease.etcd_lease_id and again.etcd_lease_id == first.etcd_lease_id
+    assert store.lease_expires_in(again) > 250

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.peers import PeerCache
+from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.peers import PeerCache, select_where
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import SubnetEvent
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
@@ -18,8 +18,8 @@ def lease(subnet: str, ip: str, mac: str = "02:00:00:00:00:01", btype: str = "vx
 
 def cache() -> PeerCache:
     own_key = "10.5.1.0-24"
-    return PeerCache(lambda item: item.key != own_key and item.attrs.public_ip != OWN_IP
-                     and item.attrs.backend_type == "vxlan")
+    return PeerCache(select_where(lambda item: item.key != own_key and item.attrs.public_ip != OWN_IP
+                     and item.attrs.backend_type == "vxlan"))
 
 
 def put(item: Lease, rev: int = 2) -> SubnetEvent:

@@ -31,7 +31,8 @@ def test_the_three_backends_and_their_facts():
 
 @pytest.mark.parametrize(("backend", "underlay", "mtu"), [
     ({"Type": "vxlan"}, 1500, 1450),
-    ({"Type": "vxlan", "MTU": 1400}, 1500, 1400),  # today's meaning: the overlay MTU itself
+    ({"Type": "vxlan", "MTU": 9000}, 1500, 8950),  # upstream's meaning: the underlay MTU, device MTU - 50
+    ({"Type": "vxlan", "MTU": 1400}, 9000, 1350),
     ({"Type": "host-gw"}, 9000, 9000),
     ({"Type": "udp"}, 1500, 1472),
 ])

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import read_machine_id, vtep_mac
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
+from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id, read_machine_id
 
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
 
@@ -84,3 +85,14 @@ def _expected(source: str, vni: int, ip: str) -> str:
     digest = hashlib.sha256(f"overlaynet.flannel/vtep-mac/v1\0{source}\0{vni}\0{ip}".encode()).digest()
     first = (digest[0] & 0xFC) | 0x02
     return ":".join(f"{b:02x}" for b in bytes([first]) + digest[1:6])
+
+
+def test_the_host_id_is_stable_per_machine_and_reveals_neither_the_id_nor_the_mac(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text(MACHINE_ID + "\n")
+    second.write_text("1" * 32 + "\n")
+    one = host_id((str(first),))
+    assert one == host_id((str(first),)) and len(one) == 16 and int(one, 16) >= 0
+    assert one != host_id((str(second),))
+    assert MACHINE_ID[:16] not in one and one not in vtep_mac(1, "10.0.0.1", (str(first),)).replace(":", "")
+    assert host_id((str(tmp_path / "none"),), hostname="h1") != host_id((str(tmp_path / "none"),), hostname="h2")

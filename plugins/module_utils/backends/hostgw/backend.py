@@ -71,9 +71,8 @@ class HostGwBackend(KernelBackend):
                     self._ensure(ipr, lease, route, routes)
                 except HostNetworkError as exc:
                     errors.append(str(exc))
-            network = self._config.network
-            for dst, route in routes.items():
-                if route.proto == nl.RTPROT_OVERLAYNET and dst in network and dst not in wanted:
+            for dst, route in routes.items():  # ours (by protocol), wherever they point
+                if route.proto == nl.RTPROT_OVERLAYNET and dst not in wanted:
                     nl.delete_route(ipr, dst)
         if errors:
             raise HostNetworkError("; ".join(errors))
@@ -91,9 +90,9 @@ class HostGwBackend(KernelBackend):
 
     def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> nl.Route | None:
         attrs = lease.attrs
-        if attrs.backend_type != SPEC.lease_type or attrs.public_ip == self._host.public_ip:
-            log.debug("host-gw: skipping lease %s (type %r, PublicIP %s)", lease.key,
-                      attrs.backend_type, attrs.public_ip)
+        reason = self._rejects(lease)
+        if reason is not None:
+            log.debug("host-gw: skipping lease %s: %s", lease.key, reason)
             return None
         if not nl.directly_connected(ipr, attrs.public_ip, self._host.iface_index, underlay_nets):
             nets = ", ".join(str(n.cidr) for n in underlay_nets) or "no IPv4 subnet"

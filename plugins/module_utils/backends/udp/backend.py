@@ -38,6 +38,7 @@ from ...host.netns import in_netns
 from ...host.tun import GSO_OFFLOADS, TunDevice, open_tun
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
+from ...subnet.peer_rules import PeerRules
 from ..base import BackendRuntime, BackendSetup, LocalHost
 from . import OVERHEAD, SPEC
 from .forwarder import Forwarder
@@ -174,7 +175,9 @@ class UdpBackend:
 
     def _route_for(self, lease: Lease) -> PeerRoute | None:
         subnet = lease.subnet
-        if subnet.version != 4:
+        reason = PeerRules(self.config, self.own_subnet, self.host.public_ip, SPEC.lease_type).check(lease)
+        if subnet.version != 4 or reason is not None:
+            log.debug("udp: skipping lease %s: %s", lease.key, reason)
             return None
         route = PeerRoute(int(subnet.network), subnet.prefixlen, lease.attrs.public_ip,
                           self.config.backend.port, self.gso and advertises_fast_path(lease))

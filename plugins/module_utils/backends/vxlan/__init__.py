@@ -6,8 +6,10 @@ is in backend.py, loaded by the registry when an agent needs it.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
+from ...errors import shown
 from ..spec import BackendSpec, ConfigField
 from .mac import vtep_mac
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
 # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 OVERHEAD = 50
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def backend_data(vni: int, mac: str) -> dict[str, Any]:
@@ -27,6 +30,33 @@ def lease_data(backend: BackendConfig, public_ip: str) -> dict[str, Any]:
     """What an agent will advertise: the VTEP MAC is derived from stable host data, so a
     lease taken by the module is complete before the agent runs."""
     return backend_data(backend.vni, vtep_mac(backend.vni, public_ip))
+
+
+def vtep_mac_of(data: dict[str, Any] | None) -> str | None:
+    """A peer's VtepMAC, lowercase, when it is a MAC address (keys case-insensitive)."""
+    mac = next((v for k, v in (data or {}).items() if str(k).lower() == "vtepmac"), None)
+    if not isinstance(mac, str) or not _MAC.match(mac.strip().lower()):
+        return None
+    return mac.strip().lower()
+
+
+def check_peer_data(data: dict[str, Any] | None, backend: BackendConfig) -> str | None:
+    """A unicast, non-zero VtepMAC and our VNI: anything else would become a flood entry
+    (00:00:00:00:00:00), hit a multicast group, or never reach the peer's device."""
+    mac = vtep_mac_of(data)
+    if mac is None:
+        return f"its BackendData has no VtepMAC MAC address: {shown(data)}"
+    if mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
+        return f"its VtepMAC {mac} is not a unicast MAC address"
+    vni = next((v for k, v in (data or {}).items() if str(k).lower() == "vni"), None)
+    if isinstance(vni, bool) or vni != backend.vni:
+        return f"its VNI {shown(vni)} is not this network's VNI {backend.vni}"
+    return None
+
+
+def peer_identities(data: dict[str, Any] | None) -> tuple[str, ...]:
+    mac = vtep_mac_of(data)
+    return (f"VtepMAC {mac}",) if mac is not None else ()
 
 
 SPEC = BackendSpec(
@@ -45,4 +75,6 @@ SPEC = BackendSpec(
     lease_type="vxlan",
     mtu_field="MTU",
     module_lease_data=lease_data,
+    check_peer_data=check_peer_data,
+    peer_identities=peer_identities,
 )

@@ -15,7 +15,6 @@ or, with DirectRouting and the peer on our underlay link, just
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +24,10 @@ from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ..base import BackendSetup, KernelBackend, LocalHost
-from . import SPEC, backend_data
+from . import SPEC, backend_data, vtep_mac_of
 from .mac import vtep_mac
 
 log = logging.getLogger(__name__)
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,9 @@ class VxlanBackend(KernelBackend):
         # The peers last given (add/remove/reconcile): re-programmed at once when the device
         # had to be recreated or its MAC reset (the kernel flushes the neighbours then).
         self._peers: dict[str, Lease] = {}
+
+    def _own_backend_data(self) -> dict[str, Any] | None:
+        return backend_data(self._config.backend.vni, self._mac)
 
     @property
     def device_name(self) -> str:
@@ -101,7 +101,7 @@ class VxlanBackend(KernelBackend):
         """Delete what add_peer programmed for this lease: route, neighbour and FDB entry."""
         subnet = lease.subnet.cidr
         gateway = str(subnet.network)
-        mac = _vtep_mac_of(lease)
+        mac = vtep_mac_of(lease.attrs.backend_data)
         with self._lock, nl.open_ipr(self._host.netns) as ipr:
             if self._peers.get(lease.key) == lease:
                 del self._peers[lease.key]
@@ -239,10 +239,10 @@ class VxlanBackend(KernelBackend):
     def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
               underlay_nets: list[netaddr.IPNetwork] | None = None) -> _PeerPlan | None:
         attrs = lease.attrs
-        mac = _vtep_mac_of(lease)
-        if attrs.backend_type != SPEC.lease_type or mac is None or attrs.public_ip == self._host.public_ip:
-            log.debug("vxlan: skipping lease %s (type %r, data %r, PublicIP %s)", lease.key,
-                      attrs.backend_type, attrs.backend_data, attrs.public_ip)
+        mac = vtep_mac_of(lease.attrs.backend_data)
+        reason = self._rejects(lease)
+        if reason is not None or mac is None:
+            log.debug("vxlan: skipping lease %s: %s", lease.key, reason)
             return None
         subnet = lease.subnet.cidr
         if self._config.backend.direct_routing and nl.directly_connected(
@@ -264,10 +264,10 @@ class VxlanBackend(KernelBackend):
     def _remove_stale(self, ipr: nl.IPRouteAPI, index: int, routes: dict[netaddr.IPNetwork, nl.Route],
                       neighbours: dict[str, str], remotes: dict[str, set[str]], want_routes: set[netaddr.IPNetwork],
                       want_neigh: set[tuple[str, str]], want_fdb: set[tuple[str, str]]) -> None:
-        network = self._config.network
         for dst, route in routes.items():
-            # Only our routes (by protocol) inside our overlay network.
-            if route.proto == nl.RTPROT_OVERLAYNET and dst in network and dst not in want_routes:
+            # Every route of ours (by protocol) no current peer needs, wherever it points: one a
+            # hostile or mistaken lease once got must not outlive it.
+            if route.proto == nl.RTPROT_OVERLAYNET and dst not in want_routes:
                 nl.delete_route(ipr, dst)
         wanted_ips = {ip for ip, _mac in want_neigh}
         for ip in neighbours:
@@ -277,15 +277,6 @@ class VxlanBackend(KernelBackend):
             for dst in dsts:
                 if (mac, dst) not in want_fdb:
                     nl.delete_fdb(ipr, index, mac, dst)
-
-
-def _vtep_mac_of(lease: Lease) -> str | None:
-    """The lease's VtepMAC, normalised, or None when missing or malformed."""
-    data = lease.attrs.backend_data or {}
-    mac = next((v for k, v in data.items() if str(k).lower() == "vtepmac"), None)
-    if not isinstance(mac, str) or not _MAC.match(mac.strip().lower()):
-        return None
-    return mac.strip().lower()
 
 
 def _peer_error(lease: Lease, exc: HostNetworkError) -> str:

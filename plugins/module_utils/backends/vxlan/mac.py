@@ -18,38 +18,16 @@ public IP changes; in each of those cases peers must re-learn this host anyway.
 from __future__ import annotations
 
 import hashlib
-import re
-import socket
 
-MACHINE_ID_PATHS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
-_MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")
+from ...identity import MACHINE_ID_PATHS, host_source
+
 _DOMAIN = b"overlaynet.flannel/vtep-mac/v1"
-
-
-def read_machine_id(paths: tuple[str, ...] = MACHINE_ID_PATHS) -> str | None:
-    """The first valid machine-id among paths; None when none is readable.
-
-    An empty file or "uninitialized" (systemd's first boot) is not an id: it would give
-    every such host the same MAC, and it changes at the next boot."""
-    for path in paths:
-        try:
-            with open(path, encoding="ascii") as handle:
-                text = handle.read().strip().lower()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if _MACHINE_ID.match(text):
-            return text
-    return None
 
 
 def vtep_mac(vni: int, public_ip: str, machine_id_paths: tuple[str, ...] = MACHINE_ID_PATHS,
              hostname: str | None = None) -> str:
     """The VTEP MAC for this host, as lowercase "aa:bb:cc:dd:ee:ff"."""
-    machine_id = read_machine_id(machine_id_paths)
-    if machine_id is not None:
-        source = f"machine-id:{machine_id}"
-    else:
-        source = f"hostname:{hostname if hostname is not None else socket.gethostname()}"
+    source = host_source(machine_id_paths, hostname)
     digest = hashlib.sha256(b"\0".join((_DOMAIN, source.encode(), str(int(vni)).encode(),
                                         public_ip.encode()))).digest()
     octets = bytearray(digest[:6])
