@@ -42,6 +42,7 @@ class KernelBackend:
         self._host = host
         self._lock = threading.Lock()
         self._own_subnet: netaddr.IPNetwork | None = None
+        self._rules: PeerRules | None = None
 
     @classmethod
     def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Self:
@@ -50,8 +51,9 @@ class KernelBackend:
     def _rejects(self, lease: Lease) -> str | None:
         """Why the lease must not reach the kernel (the agent already filters; callers that
         drive a backend directly are held to the same rules)."""
-        return PeerRules(self._config, self._own_subnet, self._host.public_ip,
-                         self._config.backend.spec.lease_type, self._own_backend_data()).check(lease)
+        self._rules = PeerRules.cached(self._rules, self._config, self._own_subnet, self._host.public_ip,
+                                       self._config.backend.spec.lease_type, self._own_backend_data())
+        return self._rules.check(lease)
 
     def _own_backend_data(self) -> dict[str, Any] | None:
         """What this host's own lease carries in BackendData (the peers may not claim it)."""

@@ -105,7 +105,7 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     """What to do, given every lease as listed now (pure, but for the random pick)."""
     ours, leases = request.attrs.public_ip, listing.leases
     mine = tuple(lease for lease in leases if lease.attrs.public_ip == ours)
-    _check_same_host(mine, request.attrs)
+    _check_same_host(mine, request.attrs, listing.prefix)
     if request.requested is not None:
         _check_not_malformed(listing, request.requested)
         holder = next((lease for lease in leases if lease.subnet == request.requested), None)
@@ -134,7 +134,7 @@ def _blocking(taken: Sequence[netaddr.IPNetwork], rng: SubnetRange) -> list[neta
             if subnet.version == network.version and subnet in network and subnet.prefixlen >= rng.subnet_len]
 
 
-def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:
+def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs, prefix: str) -> None:
     """Leases holding our PublicIP but written by another host: two hosts claim one address.
     Sharing the lease would make them overwrite each other's data for ever; refuse."""
     if attrs.host_id is None:
@@ -146,7 +146,7 @@ def _check_same_host(mine: Sequence[Lease], attrs: LeaseAttrs) -> None:
                 f"PublicIP {attrs.public_ip} is already leased by another host: key {lease.key} carries host id "
                 f"{theirs}, this host is {attrs.host_id}. Give each host its own public_ip (or iface); if this "
                 f"host replaced that one, release the old lease first (flannel_lease state=absent or "
-                f"etcdctl del {lease.key})"
+                f"etcdctl del {prefix}{lease.key})"
             )
 
 

@@ -46,6 +46,7 @@ class Selection:
 class PeerRules:
     def __init__(self, config: NetworkConfig, own_subnet: netaddr.IPNetwork | None, own_public_ip: str,
                  own_backend_type: str, own_backend_data: dict[str, Any] | None = None) -> None:
+        self._inputs = (config, own_subnet, own_public_ip, own_backend_type, own_backend_data)
         self.config = config
         self.own_subnet = netaddr.IPNetwork(own_subnet).cidr if own_subnet is not None else None  # None: not yet
         self.own_public_ip = own_public_ip
@@ -87,6 +88,16 @@ class PeerRules:
             selection.accepted[lease.key] = lease
             holders.update(dict.fromkeys(claims, lease))
         return selection
+
+    @classmethod
+    def cached(cls, previous: PeerRules | None, config: NetworkConfig, own_subnet: netaddr.IPNetwork | None,
+               own_public_ip: str, own_backend_type: str, own_backend_data: dict[str, Any] | None = None) -> PeerRules:
+        """previous when it was made from the same inputs, else new rules: a backend asks for
+        every peer in every repair round, and the inputs change only with setup/activate."""
+        inputs = (config, own_subnet, own_public_ip, own_backend_type, own_backend_data)
+        if previous is not None and all(a is b or a == b for a, b in zip(inputs, previous._inputs, strict=True)):
+            return previous
+        return cls(*inputs)
 
     def _check_identities(self, lease: Lease) -> str | None:
         ours = self.own_identities.intersection(self.spec.peer_identities(lease.attrs.backend_data))

@@ -43,7 +43,7 @@ def lease(subnet: str, ip: str, lease_id: int = 7, data: dict | None = None, bty
 
 
 def listing(leases: list[Lease], malformed: list[Malformed] | None = None) -> Listing:
-    return Listing(leases, 100, malformed or [])
+    return Listing(leases, 100, malformed or [], "/coreos.com/network/subnets/")
 
 
 def request(**kwargs) -> AcquireRequest:
@@ -170,7 +170,8 @@ def test_a_malformed_key_that_names_no_subnet_takes_nothing_and_blocks_nothing()
 
 def test_a_requested_subnet_holding_a_malformed_value_is_refused_clearly():
     broken = [Malformed("10.5.40.0-24", "stored value is not valid JSON", N("10.5.40.0/24"))]
-    refused = "held by 10.5.40.0-24, which is not a valid lease .*delete that key or request another subnet"
+    refused = ("held by /coreos.com/network/subnets/10.5.40.0-24, which is not a valid lease .*delete that key or "
+               "request another subnet")
     with pytest.raises(LeaseError, match=refused):
         choose(listing([], broken), request(requested=N("10.5.40.0/24")), RNG)
 
@@ -191,6 +192,7 @@ def test_a_lease_of_our_public_ip_written_by_another_host_is_refused_naming_both
         choose(listing([theirs]), mine, RNG)
     message = str(info.value)
     assert all(part in message for part in ("10.5.9.0-24", HOST_A, HOST_B, OURS, "its own public_ip"))
+    assert "etcdctl del /coreos.com/network/subnets/10.5.9.0-24" in message
 
 
 def test_our_own_lease_and_one_without_a_host_id_are_ours():

@@ -102,3 +102,11 @@ def test_a_peer_claiming_this_hosts_own_vtep_mac_is_rejected():
     assert "this host's own VtepMAC 0e:00:00:00:00:01" in (rules.check(copy) or "")
     assert rules.select([copy]).accepted == {}
     assert RULES.check(copy) is None  # without our data known, nothing to compare with
+
+
+def test_cached_rules_are_rebuilt_only_when_an_input_changes():
+    first = PeerRules.cached(None, CONFIG, OWN_SUBNET, OWN_IP, "vxlan")
+    assert PeerRules.cached(first, CONFIG, OWN_SUBNET, OWN_IP, "vxlan") is first
+    moved = PeerRules.cached(first, CONFIG, netaddr.IPNetwork("10.5.2.0/24"), OWN_IP, "vxlan")
+    assert moved is not first and moved.check(peer("10.5.2.0/24")) is not None
+    assert moved.check(peer("10.5.1.0/24")) is None  # the old own subnet is a peer's now

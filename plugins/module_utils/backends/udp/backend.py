@@ -87,6 +87,7 @@ class UdpBackend:
         self._keeper = Keeper()  # holds flannel0's queue and the socket across agent restarts
         self._kept: tuple[int, int] | None = None  # the (tun fd, socket fd) our keeper holds
         self._took_over = False
+        self._rules: PeerRules | None = None  # rebuilt when the config, subnet or public IP change
 
     @classmethod
     def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> UdpBackend:
@@ -175,7 +176,8 @@ class UdpBackend:
 
     def _route_for(self, lease: Lease) -> PeerRoute | None:
         subnet = lease.subnet
-        reason = PeerRules(self.config, self.own_subnet, self.host.public_ip, SPEC.lease_type).check(lease)
+        self._rules = PeerRules.cached(self._rules, self.config, self.own_subnet, self.host.public_ip, SPEC.lease_type)
+        reason = self._rules.check(lease)
         if subnet.version != 4 or reason is not None:
             log.debug("udp: skipping lease %s: %s", lease.key, reason)
             return None

@@ -32,9 +32,14 @@ def lease_data(backend: BackendConfig, public_ip: str) -> dict[str, Any]:
     return backend_data(backend.vni, vtep_mac(backend.vni, public_ip))
 
 
+def _field(data: dict[str, Any] | None, name: str) -> Any:
+    """A BackendData field; keys are matched case-insensitively, as Go's encoding/json does."""
+    return next((v for k, v in (data or {}).items() if str(k).lower() == name.lower()), None)
+
+
 def vtep_mac_of(data: dict[str, Any] | None) -> str | None:
-    """A peer's VtepMAC, lowercase, when it is a MAC address (keys case-insensitive)."""
-    mac = next((v for k, v in (data or {}).items() if str(k).lower() == "vtepmac"), None)
+    """A peer's VtepMAC, lowercase, when it is a MAC address."""
+    mac = _field(data, "VtepMAC")
     if not isinstance(mac, str) or not _MAC.match(mac.strip().lower()):
         return None
     return mac.strip().lower()
@@ -48,7 +53,7 @@ def check_peer_data(data: dict[str, Any] | None, backend: BackendConfig) -> str 
         return f"its BackendData has no VtepMAC MAC address: {shown(data)}"
     if mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
         return f"its VtepMAC {mac} is not a unicast MAC address"
-    vni = next((v for k, v in (data or {}).items() if str(k).lower() == "vni"), None)
+    vni = _field(data, "VNI")
     if isinstance(vni, bool) or vni != backend.vni:
         return f"its VNI {shown(vni)} is not this network's VNI {backend.vni}"
     return None
