@@ -46,6 +46,22 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """etcd auth as the labs set it up: ``root`` (for etcdctl), and *user* with a role
+    of the same name granted readwrite on *prefix* only. Passwords go to etcdctl through
+    its environment and stdin, never its argv."""
+
+    root_password: str = field(repr=False)
+    user: str = "flannel"
+    password: str = field(default="", repr=False)
+    prefix: str = "/coreos.com/network"
+
+    @classmethod
+    def generate(cls, prefix: str = "/coreos.com/network", user: str = "flannel") -> Auth:
+        return cls(secrets.token_urlsafe(18), user, secrets.token_urlsafe(18), prefix)
+
+
+@dataclass(frozen=True)
 class Tls:
     """How a member serves clients: over TLS with *pki*'s server certificate; with
     *client_cert_auth*, only to clients with a certificate of the same CA."""
@@ -66,6 +82,17 @@ class EtcdCtl:
     def ctl_tls(self) -> Tls | None:
         raise NotImplementedError
 
+    def ctl_auth(self) -> Auth | None:
+        """Once auth is enabled, etcdctl runs as root (``ETCDCTL_USER``, not argv)."""
+        return getattr(self, "auth", None)
+
+    def ctl_env(self) -> dict[str, str]:
+        env = dict(procs.CLEAN_ENV, ETCDCTL_API="3")
+        auth = self.ctl_auth()
+        if auth is not None:
+            env["ETCDCTL_USER"] = f"root:{auth.root_password}"
+        return env
+
     def ctl_argv(self, args: Sequence[str], dial: float = 2.0, command: float = 5.0) -> list[str]:
         argv = [ETCDCTL, f"--endpoints={','.join(self.ctl_endpoints())}",
                 f"--dial-timeout={dial:g}s", f"--command-timeout={command:g}s"]
@@ -79,9 +106,9 @@ class EtcdCtl:
         return exec_argv(ns, argv) if ns else argv
 
     def run(self, *args: str, check: bool = True, timeout: float = 30.0,
-            dial: float = 2.0, command: float = 5.0) -> subprocess.CompletedProcess[str]:
+            dial: float = 2.0, command: float = 5.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.ctl_argv(args, dial, command), capture_output=True, text=True, check=False,
-                              env=dict(procs.CLEAN_ENV, ETCDCTL_API="3"), timeout=timeout)
+                              env=self.ctl_env(), timeout=timeout, input=stdin)
         if check and proc.returncode != 0:
             raise LabError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
@@ -108,6 +135,25 @@ class EtcdCtl:
     def revision(self) -> int:
         return int(json.loads(self.etcdctl("get", "/", "-w", "json"))["header"]["revision"])
 
+    def add_user(self, user: str, password: str) -> None:
+        """``user add`` with the password on stdin (``--interactive=false``)."""
+        self.run("user", "add", user, "--interactive=false", stdin=f"{password}\n")
+
+    def set_up_auth(self, auth: Auth) -> None:
+        """Users, the prefix-only role, then ``auth enable``; afterwards this etcdctl
+        runs as root. Idempotent only before ``auth enable`` (run it once per cluster)."""
+        self.add_user("root", auth.root_password)
+        self.add_user(auth.user, auth.password)
+        self.etcdctl("role", "add", auth.user)
+        self.etcdctl("role", "grant-permission", auth.user, "--prefix=true", "readwrite", auth.prefix)
+        self.etcdctl("user", "grant-role", auth.user, auth.user)
+        self.etcdctl("auth", "enable")
+        self.remember_auth(auth)
+
+    def remember_auth(self, auth: Auth) -> None:
+        """From now on etcdctl authenticates as root (e.g. a lab reloaded from its state)."""
+        raise NotImplementedError
+
 
 @dataclass(eq=False)
 class Member(EtcdCtl):
@@ -123,6 +169,8 @@ class Member(EtcdCtl):
     loopback_client: bool = False
     tls: Tls | None = None
     record: dict[str, Any] | None = field(default=None)  # the running process (pid, start time)
+    auth: Auth | None = None  # set once auth is enabled on the cluster (etcdctl then runs as root)
+    auth_token_ttl: int | None = None  # etcd's --auth-token-ttl (seconds; etcd's default 300)
 
     @property
     def scheme(self) -> str:
@@ -147,6 +195,9 @@ class Member(EtcdCtl):
     def ctl_tls(self) -> Tls | None:
         return self.tls
 
+    def remember_auth(self, auth: Auth) -> None:
+        self.auth = auth
+
     def argv(self, cluster: Sequence[Member], token: str, log_level: str = "info") -> list[str]:
         """The etcd command line; ``--initial-*`` flags are ignored by etcd once the data
         directory exists, so the same argv restarts a stopped member."""
@@ -161,6 +212,8 @@ class Member(EtcdCtl):
             "--initial-cluster-state", "new", "--initial-cluster-token", token,
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", log_level,
         ]
+        if self.auth_token_ttl is not None:
+            argv += ["--auth-token-ttl", str(self.auth_token_ttl)]
         if self.tls:
             argv += ["--cert-file", str(self.tls.pki.cert), "--key-file", str(self.tls.pki.key)]
             if self.tls.client_cert_auth:
@@ -218,23 +271,27 @@ class Cluster(EtcdCtl):
         self.owned_dir = owned_dir  # removed by close()
 
     @classmethod
-    def loopback(cls, tls_mode: str = "plain", log_level: str = "error") -> Cluster:
+    def loopback(cls, tls_mode: str = "plain", log_level: str = "error",
+                 auth_token_ttl: int | None = None) -> Cluster:
         """One member on 127.0.0.1 (free ports), in a temporary directory. *tls_mode*:
-        ``plain``, ``tls`` (https) or ``mtls`` (https, client certificates required)."""
+        ``plain``, ``tls`` (https) or ``mtls`` (https, client certificates required).
+        Auth is enabled afterwards, on the running cluster: :meth:`set_up_auth`."""
         base = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
         how = _tls(base, tls_mode, [LOOPBACK])
-        one = member("t", LOOPBACK, base, client_port=free_port(), peer_port=free_port(), tls=how)
+        one = member("t", LOOPBACK, base, client_port=free_port(), peer_port=free_port(), tls=how,
+                     auth_token_ttl=auth_token_ttl)
         return cls([one], log_level=log_level, owned_dir=base)
 
     @classmethod
     def in_netns(cls, netns: str, addresses: Sequence[str], names: Sequence[str] | None = None,
-                 log_level: str = "error", tls_mode: str = "plain") -> Cluster:
+                 log_level: str = "error", tls_mode: str = "plain", auth_token_ttl: int | None = None) -> Cluster:
         """Members inside namespace *netns*, one per address (each must exist there), in a
-        temporary directory; *tls_mode* as for :meth:`loopback` (one PKI for all)."""
+        temporary directory; *tls_mode* and *auth_token_ttl* as for :meth:`loopback`."""
         base = Path(tempfile.mkdtemp(prefix="oflx-etcd-"))
         how = _tls(base, tls_mode, addresses)
         names = list(names or (f"etcd{i}" for i in range(1, len(addresses) + 1)))
-        members = [member(name, address, base, netns, tls=how) for name, address in zip(names, addresses, strict=True)]
+        members = [member(name, address, base, netns, tls=how, auth_token_ttl=auth_token_ttl)
+                   for name, address in zip(names, addresses, strict=True)]
         return cls(members, log_level=log_level, owned_dir=base)
 
     @property
@@ -260,6 +317,13 @@ class Cluster(EtcdCtl):
     def ctl_tls(self) -> Tls | None:
         return self.members[0].tls
 
+    def ctl_auth(self) -> Auth | None:
+        return self.members[0].auth
+
+    def remember_auth(self, auth: Auth) -> None:
+        for m in self.members:
+            m.auth = auth
+
     def start_member(self, m: Member) -> dict[str, Any]:
         """Start *m* (not waiting) unless it runs; return its process record."""
         if not m.running():
@@ -278,7 +342,7 @@ class Cluster(EtcdCtl):
         """Wait until every member in *only* (default: all) answers ``endpoint health``.
         Fails early, with the end of its log, when a member's process has exited."""
         check = list(only if only is not None else self.members)
-        group = Cluster(check, self.token, self.log_level)
+        group = Cluster(check, self.token, self.log_level)  # members carry tls and auth
         deadline = time.monotonic() + timeout
         while True:
             for m in check:
