@@ -82,8 +82,8 @@ def test_an_execution_environment_finds_the_collections_requirements(tmp_path):
                    check=True, capture_output=True, text=True)
     (tarball,) = tmp_path.glob("overlaynet-flannel-*.tar.gz")
     installed = tmp_path / "collections"
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed),
+                    str(tarball)], check=True, capture_output=True, text=True)
     found = subprocess.run([str(BIN / "ansible-builder"), "introspect", "--sanitize", str(installed)],
                            check=True, capture_output=True, text=True).stdout
     python_reqs = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
@@ -98,7 +98,8 @@ def test_an_execution_environment_finds_the_collections_requirements(tmp_path):
         "    package_pip: ansible-runner\n  galaxy: requirements.yml\n")
     context = tmp_path / "context"
     subprocess.run([str(BIN / "ansible-builder"), "create", "-f", str(tmp_path / "execution-environment.yml"),
-                    "-c", str(context)], check=True, capture_output=True, text=True, cwd=tmp_path)
+                    "-c", str(context), "--output-filename", "Containerfile"],
+                   check=True, capture_output=True, text=True, cwd=tmp_path)
     containerfile = (context / "Containerfile").read_text()
     assert "ansible-galaxy" in containerfile and "introspect" in containerfile
     assert (context / "_build" / "requirements.yml").is_file()
