@@ -10,7 +10,7 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
 .DEFAULT_GOAL := help
 
-.PHONY: help deps apt venv lint ruff typecheck ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
+.PHONY: help deps apt venv lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
@@ -54,7 +54,11 @@ sanity: build/sanity-tree
 	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_24_2.py
 	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 --color no
 
-lint: ruff typecheck ansible-lint sanity
+# Every changelog fragment (and the released changelog.yaml) in antsibull-changelog's format.
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+
+lint: ruff typecheck changelog-lint ansible-lint sanity
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
