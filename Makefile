@@ -10,7 +10,7 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
 .DEFAULT_GOAL := help
 
-.PHONY: help deps apt venv lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
+.PHONY: help deps apt venv test-matrix lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
@@ -49,14 +49,43 @@ build/sanity-tree: venv
 	git ls-files -co --exclude-standard -z -- . ':!lab' ':!bench' ':!.ci' | tar --null -T - -cf - | tar -xf - -C $(COLLECTION_DIR)
 	cd $(COLLECTION_DIR) && git init -q && git add -A
 
-sanity: build/sanity-tree
+# ansible-test sanity with the venv $(1): the stand-in for get-pip.py is cached under the name
+# of the pip version that ansible-test installs (read from its source).
+define sanity_with
 	mkdir -p $$HOME/.ansible/test/cache
-	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_24_2.py
-	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --python 3.11 --color no
+	pip=$$(grep -ho "pip='[0-9.]*'" $(1)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | \
+		head -1 | tr -dc '0-9.' | tr . _); \
+	cp tests/sanity/get_pip_offline.py $$HOME/.ansible/test/cache/get_pip_$$pip.py
+	cd $(COLLECTION_DIR) && PATH=$(CURDIR)/$(1)/bin:$$PATH ansible-test sanity --venv --python 3.11 --color no
+endef
+
+sanity: build/sanity-tree
+	$(call sanity_with,$(VENV))
 
 # Every changelog fragment (and the released changelog.yaml) in antsibull-changelog's format.
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
+
+# The oldest ansible-core meta/runtime.yml promises (requires_ansible), each in its own venv:
+# ansible-test sanity and the module tests. The newest this box's Python runs (3.11: 2.19) is
+# the main venv's, tested by `make lint` and pytest. tests/sanity/ignore-<X.Y>.txt per version.
+ANSIBLE_CORE_MATRIX ?= 2.17
+
+.venv-core%/.installed: requirements.txt
+	$(PYTHON) -m venv .venv-core$*
+	.venv-core$*/bin/pip install -q --upgrade pip
+	.venv-core$*/bin/pip install -q "ansible-core==$*.*" -r requirements.txt pytest pytest-timeout hypothesis PyYAML
+	touch $@
+
+test-matrix: build/sanity-tree $(foreach v,$(ANSIBLE_CORE_MATRIX),.venv-core$(v)/.installed)
+	$(foreach v,$(ANSIBLE_CORE_MATRIX),$(call matrix_one,$(v)))
+
+define matrix_one
+	@echo "== ansible-core $(1): $$(.venv-core$(1)/bin/ansible --version | head -1)"
+	$(call sanity_with,.venv-core$(1))
+	.venv-core$(1)/bin/python -m pytest tests/integration/modules tests/unit/ops -q -p no:cacheprovider
+
+endef
 
 lint: ruff typecheck changelog-lint ansible-lint sanity
 
@@ -66,7 +95,7 @@ unit: venv
 integration: deps
 	$(BIN)/python -m pytest tests/integration -q
 
-test: deps lint
+test: deps lint test-matrix
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 build: venv
