@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from lab import Lab  # noqa: E402
+from lab.overlay import Overlay  # noqa: E402
 
 pytestmark = [
     pytest.mark.lab,
@@ -89,6 +90,24 @@ def test_a_host_needs_its_certificate_and_the_password(lab: Lab) -> None:
     plain = [e.replace("https://", "http://") for e in lab.etcd_endpoints]
     clear = host_etcdctl(lab, "get", "/coreos.com/network/oflk", user=f"flannel:{auth.password}", endpoints=plain)
     assert clear.returncode != 0
+
+
+def test_the_agent_runs_over_mutual_tls_and_auth(lab: Lab, tmp_path: Path) -> None:
+    """The real agent on h1 (lab.overlay) with the lab's certificates and the password in its
+    environment: it takes a lease and writes its subnet file; the password is not in its argv."""
+    auth = lab.etcd_auth
+    assert auth is not None
+    overlay = Overlay(lab, {"Type": "vxlan"}, tmp_path)
+    overlay.put_config()
+    try:
+        overlay.start_agent("h1")
+        key, lease = overlay.lease_of("h1")
+        assert lease["PublicIP"] == lab.host_address("h1")
+        assert overlay.flannel_subnet("h1").startswith(key.split("-")[0].rsplit(".", 1)[0])
+        cmdline = Path(f"/proc/{overlay.agent_pid('h1')}/cmdline").read_bytes().decode()
+        assert "--etcd-certfile=" in cmdline and auth.password not in cmdline
+    finally:
+        overlay.stop_all()
 
 
 def test_stop_and_start_etcd_with_tls_and_auth(lab: Lab) -> None:
