@@ -147,3 +147,4 @@ def test_cli_auth_without_tls(tmp_path: Path) -> None:
         assert anonymous.returncode != 0 and "user name is empty" in anonymous.stderr  # auth is on
     finally:
         cli("down")
+    assert not (tmp_path / "s" / "secrets").exists()  # down removes the password files too

@@ -69,6 +69,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MachineLab]:
         yield lab
     finally:
         MachineLab(state, state / "inventory.yml", PREFIX).down()
+    assert not (state / "secrets").exists() and not (state / "pki").exists()  # down removes them
 
 
 def cli(lab: MachineLab, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -166,3 +167,25 @@ def test_stop_and_start_one_member_keeps_its_data(lab: MachineLab) -> None:
         assert got == value, (key, got)
     bad = cli(lab, "stop-etcd", "7", check=False)
     assert bad.returncode == 1 and "no etcd member 7" in bad.stderr
+
+
+def test_insecure_escape_hatch(tmp_path: Path) -> None:
+    """``up --insecure``: plain http, no auth, nothing of either in the inventory (a short-lived
+    lab of one member, its own prefix)."""
+    state = tmp_path / "state"
+    base = [sys.executable, "-m", "lab.machine_lab", "--state-dir", str(state), "--inventory",
+            str(state / "inventory.yml"), "--prefix", "oflqx-"]
+    try:
+        up = subprocess.run([*base, "up", "--machines", "0", "--etcd-members", "1", "--insecure"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, check=False)
+        assert up.returncode == 0, up.stdout + up.stderr
+        hv = group_vars(MachineLab(state, state / "inventory.yml", "oflqx-"))
+        assert hv["flannel_etcd_endpoints"] == ["http://192.168.81.2:2379"]
+        assert not [k for k in hv if k.startswith(("flannel_etcd_ca", "flannel_etcd_pass", "flannel_etcd_user"))]
+        assert not (state / "secrets").exists() and not (state / "pki").exists()
+        get = subprocess.run([*base, "etcdctl", "user", "list"], cwd=REPO, capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert get.returncode == 0 and get.stdout.strip() == "", get.stdout + get.stderr  # no users: auth is off
+    finally:
+        down = subprocess.run([*base, "down"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert down.returncode == 0, down.stderr
