@@ -106,7 +106,8 @@ COLLECTION_LINK := build/collections/ansible_collections/overlaynet/flannel
 $(COLLECTION_LINK):
 	mkdir -p $(dir $@) && ln -sfn ../../../.. $@
 
-# The main job: 3 nspawn machines with docker and a 3-member etcd, site.yml, ping matrix.
+# The main job: 3 nspawn machines with docker and a 3-member etcd (mutual TLS and etcd auth: the
+# inventory carries the certificate paths and the password's file), site.yml, ping matrix.
 demo: deps $(COLLECTION_LINK)
 	$(BIN)/python -m lab.machine_lab up --machines 3 --etcd-members 3
 	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-playbook -i lab/inventory.yml site.yml

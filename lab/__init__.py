@@ -15,6 +15,8 @@ The one library of the labs, the test rigs and the benchmark (one job per module
 * ``wait.py``         - ``wait_for(predicate, timeout, what)``
 * ``etcd.py``         - etcd: a member or a cluster, on loopback or in a namespace, plain or
   TLS (``tls.py`` makes the CA and certificates), etcdctl helpers; the one place etcd starts
+* ``etcd_security.py`` - a lab's secured etcd (mutual TLS, auth): PKI and 0600 password
+  files under the state dir, rebuilt from the state record, inventory variables
 * ``underlay.py``     - the underlay switch (bridge ``br0``) and nodes plugged into it
 * ``containers.py``   - container namespaces on a host's ``docker0``
 * ``rig.py``          - :class:`Rig`: the namespaces, etcd and processes of one test

@@ -1,6 +1,6 @@
 """Command line of the lab: ``python3 -m lab <command>`` from the repository root (as root).
 
-    up --hosts N [--etcd-members 1|3] [--subnet CIDR] [--python PATH]
+    up --hosts N [--etcd-members 1|3] [--subnet CIDR] [--python PATH] [--tls] [--auth]
     down
     status [--json]
     add-host [NAME]
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subnet", default=DEFAULT_SUBNET, help="underlay subnet")
     p.add_argument("--python", default=None,
                    help="ansible_python_interpreter (default <repo>/.venv/bin/python)")
+    p.add_argument("--tls", action="store_true",
+                   help="etcd over https only, client certificates required (CA and certificates "
+                        "in <state dir>/pki)")
+    p.add_argument("--auth", action="store_true",
+                   help="etcd auth: root and a 'flannel' user with readwrite on the prefix only "
+                        "(passwords in <state dir>/secrets, mode 0600)")
 
     sub.add_parser("down", parents=[common],
                    help="remove the lab and anything left with its prefix")
@@ -118,8 +124,9 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def _up(args: argparse.Namespace, opts: dict[str, Any]) -> int:
     t0 = time.monotonic()
+    secure = [k for k in ("tls", "auth") if getattr(args, k)]
     lab = Lab.up(hosts=args.hosts, etcd_members=args.etcd_members,
-                 subnet=args.subnet, python=args.python, **opts)
+                 subnet=args.subnet, python=args.python, secure=secure, **opts)
     print(f"lab up in {time.monotonic() - t0:.2f}s: hosts {', '.join(lab.hosts)}; "
           f"etcd {', '.join(lab.etcd_endpoints)}")
     print(f"inventory: {lab.inventory_path}")

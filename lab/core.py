@@ -30,9 +30,9 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from . import containers, etcd, inventory, light_hosts, netns, procs, underlay
+from . import containers, etcd, etcd_security, inventory, light_hosts, netns, procs, underlay
 from .state import (
     DEFAULT_PREFIX,
     DEFAULT_STATE_DIR,
@@ -51,6 +51,13 @@ HOST_OFFSET = 10  # host i has underlay address <network> + 10 + i
 ETCD_OFFSET = 1  # etcd member i has <network> + 1 + i
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 FAIL_POINTS = ("start", "underlay", "etcd", "hosts", "ready")
+
+
+class UpOptions(TypedDict, total=False):
+    """More keyword arguments of :meth:`Lab.up`."""
+
+    fail_at: str | None  # inject a failure at one of FAIL_POINTS (tests of the clean-up)
+    secure: Sequence[str]  # "tls" and/or "auth" for the lab's etcd
 
 
 class Lab:
@@ -93,9 +100,15 @@ class Lab:
     def up(cls, hosts: int = 2, etcd_members: int = 1, subnet: str = DEFAULT_SUBNET, *,
            state_dir: str | os.PathLike[str] | None = None, prefix: str | None = None,
            inventory: str | os.PathLike[str] | None = None, python: str | None = None,
-           fail_at: str | None = None) -> Lab:
+           **options: Unpack[UpOptions]) -> Lab:
         """Build a lab: underlay, *etcd_members* (1 or 3) etcd members, *hosts* light
         hosts ``h1..hN``, the inventory; return the :class:`Lab`.
+
+        *secure* may hold ``"tls"``: etcd serves clients only over https and only to clients
+        with a certificate of the lab's CA (peers over https too), and ``"auth"``: etcd auth
+        with a ``root`` user and a ``flannel`` user whose role may only read and write the
+        prefix. Both as the machine lab does it (:mod:`lab.etcd_security`); the inventory
+        carries them.
 
         Refuses when a lab is already up in the state dir, or when namespaces with the
         prefix exist. On any failure (or Ctrl-C) everything built so far is removed
@@ -103,18 +116,19 @@ class Lab:
         failure at one of :data:`FAIL_POINTS`, for tests of that clean-up.
         """
         lab = cls(state_dir=state_dir, prefix=prefix, inventory=inventory, python=python)
-        lab._up(hosts, etcd_members, subnet, fail_at or os.environ.get("OFL_LAB_FAIL_AT"))
+        lab._up(hosts, etcd_members, subnet, options.get("fail_at") or os.environ.get("OFL_LAB_FAIL_AT"),
+                options.get("secure", ()))
         return lab
 
-    def _up(self, n_hosts: int, n_etcd: int, subnet: str, fail_at: str | None) -> None:
+    def _up(self, n_hosts: int, n_etcd: int, subnet: str, fail_at: str | None,
+            secure: Sequence[str] = ()) -> None:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, mounts); run it as root")
         if n_etcd not in (1, 3):
             raise LabError(f"--etcd-members must be 1 or 3, not {n_etcd}")
         if n_hosts < 0:
             raise LabError(f"--hosts must be 0 or more, not {n_hosts}")
-        if fail_at is not None and fail_at not in FAIL_POINTS:
-            raise LabError(f"unknown failure point {fail_at!r}; one of {FAIL_POINTS}")
+        self._check_options(fail_at, secure)
         try:
             net = ipaddress.IPv4Network(subnet)
         except ValueError as exc:
@@ -144,10 +158,19 @@ class Lab:
                                    self.inventory_path, self.python, secrets.token_hex(3))
             self._save()
             try:
+                self._secure(n_etcd, "tls" in secure, "auth" in secure)
                 self._build(n_hosts, n_etcd, fail_at)
             except BaseException:
                 self._teardown()
                 raise
+
+    @staticmethod
+    def _check_options(fail_at: str | None, secure: Sequence[str]) -> None:
+        if fail_at is not None and fail_at not in FAIL_POINTS:
+            raise LabError(f"unknown failure point {fail_at!r}; one of {FAIL_POINTS}")
+        unknown = sorted(set(secure) - {"tls", "auth"})
+        if unknown:
+            raise LabError(f"unknown etcd security {unknown}: tls and/or auth")
 
     def _checkpoint(self, point: str, fail_at: str | None) -> None:
         if fail_at == point:
@@ -183,6 +206,7 @@ class Lab:
 
         light_hosts.wait_ready({n: st["hosts"][n] for n in names}, st["processes"])
         self._etcd().wait_healthy()
+        self._enable_auth()
         self._checkpoint("ready", fail_at)
         self._write_inventory()
         st["status"] = "up"
@@ -208,13 +232,33 @@ class Lab:
             st["processes"][f"etcd:{member.name}"] = cluster.start_member(member)
             self._save()
 
+    def _secure(self, n_etcd: int, tls: bool, auth: bool) -> None:
+        """The PKI and the password files of a secured lab, recorded before etcd starts."""
+        addresses = [underlay.node_address(self._st["subnet"], ETCD_OFFSET + i) for i in range(1, n_etcd + 1)]
+        self._st["security"] = etcd_security.plan(self.state_dir, addresses, tls=tls, auth=auth)
+        self._save()
+
+    def _enable_auth(self) -> None:
+        """Users, the prefix-only role and ``auth enable`` on the running etcd (``--auth``)."""
+        pending = etcd_security.pending_auth(self._st.get("security"))
+        if pending is not None:
+            self._etcd().set_up_auth(pending)
+            self._st["security"]["auth"]["enabled"] = True
+            self._save()
+
     def _etcd(self) -> etcd.Cluster:
-        """The lab's etcd members as recorded in the state (with their process records)."""
+        """The lab's etcd members as recorded in the state (process records, TLS and auth)."""
         st = self._st
+        tls = etcd_security.tls_of(st.get("security"))
         members = [etcd.Member(m["name"], m["address"], Path(m["data_dir"]), Path(m["log"]), m["netns"],
-                               loopback_client=True, record=st["processes"].get(f"etcd:{m['name']}"))
+                               loopback_client=True, record=st["processes"].get(f"etcd:{m['name']}"),
+                               tls=tls, peer_tls=tls is not None)
                    for m in st["etcd"]]
-        return etcd.Cluster(members, token=f"{self.prefix}{st['lab_id']}")
+        cluster = etcd.Cluster(members, token=f"{self.prefix}{st['lab_id']}")
+        auth = etcd_security.auth_of(st.get("security"))
+        if auth is not None:
+            cluster.remember_auth(auth)
+        return cluster
 
     def _create_host(self, name: str, index: int) -> None:
         """Namespace, underlay link and files of host *name* (not started yet)."""
@@ -279,7 +323,7 @@ class Lab:
         procs.kill_pids(sorted(set(strays)), first=signal.SIGKILL)
         for ns in reversed(spaces):  # containers, hosts, etcd, then the underlay
             netns.delete(ns)
-        for sub in ("hosts", "etcd", "ssh"):
+        for sub in ("hosts", "etcd", "ssh", "pki", "secrets"):
             shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         inv = Path(state["inventory"]) if state else self.inventory_path
         inventory.remove(inv)
@@ -506,9 +550,23 @@ class Lab:
 
     @property
     def etcd_endpoints(self) -> list[str]:
-        """``http://<underlay IP>:2379`` of every member (reachable from lab namespaces
+        """``http(s)://<underlay IP>:2379`` of every member (reachable from lab namespaces
         only, never from the root namespace)."""
         return self._etcd().endpoints
+
+    @property
+    def etcd_security(self) -> dict[str, Any]:
+        """The state record of the etcd's TLS and auth (paths, never passwords; ``{}``:
+        plain); see :mod:`lab.etcd_security`."""
+        return dict(self._st.get("security") or {})
+
+    @property
+    def etcd_tls(self) -> etcd.Tls | None:
+        return etcd_security.tls_of(self._st.get("security"))
+
+    @property
+    def etcd_auth(self) -> etcd.Auth | None:
+        return etcd_security.auth_of(self._st.get("security"))
 
     @property
     def subnet(self) -> str:
@@ -661,5 +719,6 @@ class Lab:
             raise LabError(f"namespace {self.prefix}{name} already exists; run down")
 
     def _write_inventory(self) -> None:
-        inventory.write(self.inventory_path, self._st, self.etcd_endpoints, self.ssh_key)
+        inventory.write(self.inventory_path, self._st, self.etcd_endpoints, self.ssh_key,
+                        etcd_security.inventory_vars(self._st.get("security"), copy_files=False))
 

@@ -171,6 +171,8 @@ class Member(EtcdCtl):
     record: dict[str, Any] | None = field(default=None)  # the running process (pid, start time)
     auth: Auth | None = None  # set once auth is enabled on the cluster (etcdctl then runs as root)
     auth_token_ttl: int | None = None  # etcd's --auth-token-ttl (seconds; etcd's default 300)
+    # peers over https with self-signed certificates (--peer-auto-tls): no plain http at all
+    peer_tls: bool = False
 
     @property
     def scheme(self) -> str:
@@ -184,7 +186,7 @@ class Member(EtcdCtl):
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.address}:{self.peer_port}"
+        return f"{'https' if self.peer_tls else 'http'}://{self.address}:{self.peer_port}"
 
     def ctl_endpoints(self) -> list[str]:
         return [self.client_url]
@@ -214,6 +216,8 @@ class Member(EtcdCtl):
         ]
         if self.auth_token_ttl is not None:
             argv += ["--auth-token-ttl", str(self.auth_token_ttl)]
+        if self.peer_tls:
+            argv.append("--peer-auto-tls")
         if self.tls:
             argv += ["--cert-file", str(self.tls.pki.cert), "--key-file", str(self.tls.pki.key)]
             if self.tls.client_cert_auth:

@@ -1,8 +1,9 @@
 """The machine lab: systemd-nspawn machines with docker, plus etcd, all in namespaces.
 
-    python -m lab.machine_lab up [--machines 3] [--etcd-members 3]
+    python -m lab.machine_lab up [--machines 3] [--etcd-members 3] [--insecure]
     python -m lab.machine_lab ping-matrix
     python -m lab.machine_lab etcdctl get --prefix /coreos.com/network
+    python -m lab.machine_lab stop-etcd N / start-etcd N
     python -m lab.machine_lab status
     python -m lab.machine_lab down
 
@@ -11,12 +12,19 @@ Layout (namespace prefix ``oflm-`` by default, so it never clashes with the ligh
 * ``oflm-underlay``: a bridge ``br0``; every other namespace has an ``eth0`` veth whose
   peer ``v-<node>`` is a port of it. Underlay 192.168.81.0/24.
 * ``oflm-etcd<i>``: etcd member *i* (Debian ``/usr/bin/etcd``) at 192.168.81.(1+i),
-  data under ``<state dir>/etcd/etcd<i>``.
+  data under ``<state dir>/etcd/etcd<i>``. Secured by default: clients only over https
+  with a client certificate (``--client-cert-auth``; CA, server and client certificates in
+  ``<state dir>/pki``), peers over https (``--peer-auto-tls``), and etcd auth (``root``,
+  a role ``flannel`` with readwrite on the prefix only, a user ``flannel``; passwords in
+  ``<state dir>/secrets/*.password``, mode 0600). ``up --insecure``: plain http, no auth.
 * ``oflm-m<i>``: machine ``m<i>`` (``lab.machines.Machine``, booted from the cached
   rootfs) at 192.168.81.(10+i), default route on eth0 (no gateway: nothing leaves the
   underlay). The busybox image ``ofl-busybox`` is imported into its docker.
 * the inventory (default ``lab/inventory.yml``), group ``flannel_hosts``, reached with
-  ``ProxyCommand ip netns exec oflm-m<i> nc 127.0.0.1 22``.
+  ``ProxyCommand ip netns exec oflm-m<i> nc 127.0.0.1 22``. It carries the controller
+  paths of the CA, client certificate and key (``flannel_etcd_{ca,cert,key}_src``: the
+  role copies them to each machine) and ``flannel_etcd_username``/``flannel_etcd_password``,
+  the password as a ``lookup('file', ...)`` of its 0600 file, never inline.
 
 Nothing is added to the root namespace (all ``ip`` commands run with ``-n <ns>``, the
 veths are created directly inside lab namespaces). Processes are stopped by recorded
@@ -43,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from . import busybox_image, etcd, netns, procs, rootfs, underlay
+from . import busybox_image, etcd, etcd_security, netns, procs, rootfs, underlay
 from .machines import Machine, MachineError
 from .state import LabError, StateStore
 
@@ -100,16 +108,22 @@ class MachineLab:
         netns.add(ns, tag=None)  # untagged: a machine shares it, its lo is the machine's own
 
     def etcd_cluster(self) -> etcd.Cluster:
-        """The lab's etcd members as recorded in the state (with their process records)."""
+        """The lab's etcd members as recorded in the state (process records, TLS and auth)."""
+        security = self.state.get("security")
+        tls = etcd_security.tls_of(security)
         members = [etcd.Member(m["name"], m["address"], Path(m["data_dir"]), Path(m["log"]), m["ns"],
-                               loopback_client=True, record=m.get("process"))
+                               loopback_client=True, record=m.get("process"), tls=tls, peer_tls=tls is not None)
                    for m in self.state.get("etcd") or []]
         if not members:
             raise LabError("no machine lab is up (no etcd members in the state)")
-        return etcd.Cluster(members, token=f"oflm-{self.state['lab_id']}")
+        cluster = etcd.Cluster(members, token=f"oflm-{self.state['lab_id']}")
+        auth = etcd_security.auth_of(security)
+        if auth is not None:
+            cluster.remember_auth(auth)
+        return cluster
 
     def endpoints(self) -> list[str]:
-        return [f"http://{m['address']}:{etcd.CLIENT_PORT}" for m in self.state.get("etcd", [])]
+        return self.etcd_cluster().endpoints if self.state.get("etcd") else []
 
     def machine_name(self, i: int) -> str:
         """m<i> for the default prefix, else <prefix>m<i>: machine names stay unique per box."""
@@ -120,14 +134,14 @@ class MachineLab:
 
     # ------------------------------------------------------------------------- up
 
-    def up(self, machines: int = 3, etcd_members: int = 3, timeout: float = 120) -> None:
+    def up(self, machines: int = 3, etcd_members: int = 3, timeout: float = 120, secure: bool = True) -> None:
         with self.lock():
             if self.state.get("namespaces") or netns.with_prefix(self.prefix):
                 raise LabError(f"a machine lab with prefix {self.prefix} exists already "
                                f"(state {self.state_file}); run `python -m lab.machine_lab down` first")
             t0 = time.monotonic()
             try:
-                self._up(machines, etcd_members, timeout)
+                self._up(machines, etcd_members, timeout, secure)
             except BaseException:
                 log("up failed; removing what was created")
                 with contextlib.suppress(Exception):
@@ -135,25 +149,38 @@ class MachineLab:
                 raise
             log(f"lab up in {time.monotonic() - t0:.1f} s; inventory {self.inventory}")
 
-    def _up(self, n_machines: int, n_etcd: int, timeout: float) -> None:
+    def _up(self, n_machines: int, n_etcd: int, timeout: float, secure: bool) -> None:
         if n_etcd not in (1, 3, 5):
             raise LabError("--etcd-members must be 1, 3 or 5")
-        if not 1 <= n_machines <= 20:
-            raise LabError("--machines must be between 1 and 20")
-        cache = rootfs.ensure_rootfs()
-        tarball = busybox_image.ensure_tarball()
+        if not 0 <= n_machines <= 20:
+            raise LabError("--machines must be between 0 (etcd only) and 20")
+        cache = rootfs.ensure_rootfs() if n_machines else Path()
+        tarball = busybox_image.ensure_tarball() if n_machines else None
         self.state = {"prefix": self.prefix, "lab_id": secrets.token_hex(3), "namespaces": [],
                       "etcd": [], "machines": [], "inventory": str(self.inventory)}
         self.save()
         key, pub = self._client_key()
         self._build_underlay()
+        self.state["security"] = etcd_security.plan(
+            self.state_dir, [self.address(1 + i) for i in range(1, n_etcd + 1)], tls=secure, auth=secure)
+        self.save()
         self._start_etcd(n_etcd)
         boxes = self._boot_machines(n_machines, cache, pub)  # they boot in parallel
         self.etcd_cluster().wait_healthy(timeout=30)
+        self._enable_auth()
         self._wait_machines(boxes, timeout)
         for m in boxes:
             busybox_image.import_into(m, tarball=tarball, timeout=timeout)
         self.write_inventory(key)
+
+    def _enable_auth(self) -> None:
+        """Users, the prefix-only role and ``auth enable`` on the running etcd (secured lab)."""
+        auth = etcd_security.pending_auth(self.state.get("security"))
+        if auth is None:
+            return
+        self.etcd_cluster().set_up_auth(auth)
+        self.state["security"]["auth"]["enabled"] = True
+        self.save()
 
     def _client_key(self) -> tuple[Path, str]:
         """The lab's ssh key (made once per state dir) and its public half."""
@@ -174,7 +201,7 @@ class MachineLab:
         members: list[dict[str, Any]] = []
         for i in range(1, n_etcd + 1):
             name, ns, address = f"etcd{i}", f"{self.prefix}etcd{i}", self.address(1 + i)
-            spec = etcd.member(name, address, self.state_dir / "etcd", ns)
+            spec = etcd.member(name, address, self.state_dir / "etcd", ns)  # its paths only
             members.append({"name": name, "ns": ns, "address": address, "data_dir": str(spec.data_dir),
                             "log": str(spec.log)})
         self.state["etcd"] = members
@@ -212,6 +239,32 @@ class MachineLab:
     def etcdctl(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.etcd_cluster().run(*args, check=check)
 
+    # --------------------------------------------------------------- etcd faults
+
+    def _member(self, cluster: etcd.Cluster, i: int) -> tuple[dict[str, Any], etcd.Member]:
+        for rec, member in zip(self.state["etcd"], cluster.members, strict=True):
+            if rec["name"] == f"etcd{i}":
+                return rec, member
+        raise LabError(f"no etcd member {i}: the lab has etcd1..etcd{len(self.state['etcd'])}")
+
+    def stop_etcd(self, i: int) -> None:
+        """Stop member *i* by its recorded PID (SIGTERM, then SIGKILL); its data stays."""
+        with self.lock():
+            rec, member = self._member(self.etcd_cluster(), i)
+            member.stop()
+            rec["process"] = None
+            self.save()
+
+    def start_etcd(self, i: int, timeout: float = 30.0) -> None:
+        """Start member *i* again on its data (a no-op when it runs); wait until it is healthy
+        (which needs a quorum of members running)."""
+        with self.lock():
+            cluster = self.etcd_cluster()
+            rec, member = self._member(cluster, i)
+            rec["process"] = cluster.start_member(member)
+            self.save()
+            cluster.wait_healthy(only=[member], timeout=timeout)
+
     def write_inventory(self, key: Path) -> None:
         hosts: dict[str, Any] = {}
         for mm in self.state["machines"]:
@@ -224,6 +277,7 @@ class MachineLab:
             "ansible_connection": "ssh",
             "ansible_pipelining": True,
             "flannel_etcd_endpoints": self.endpoints(),
+            **etcd_security.inventory_vars(self.state.get("security"), copy_files=True),
             "flannel_wheel_dir": rootfs.WHEEL_DIR,
         }}}}}
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
@@ -244,8 +298,9 @@ class MachineLab:
         errors = self._stop_machines()
         procs.kill_all([m["process"] for m in self.state.get("etcd", []) if m.get("process")])
         errors += self._delete_namespaces()
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.state_dir / "etcd")
+        for sub in ("etcd", "pki", "secrets"):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.state_dir / sub)
         inv = Path(self.state.get("inventory") or self.inventory)
         with contextlib.suppress(FileNotFoundError):
             if inv.read_text().startswith(INVENTORY_MARK):
@@ -321,6 +376,7 @@ class MachineLab:
             "state": str(self.state_file),
             "inventory": self.state.get("inventory"),
             "namespaces": netns.with_prefix(self.prefix),
+            "etcd_security": sorted(self.state.get("security") or {}) or ["plain http"],
             "etcd": [{"name": m["name"], "address": m["address"], "alive": procs.alive(m.get("process"))}
                      for m in self.state.get("etcd", [])],
             "machines": [{"name": mm["name"], "address": mm["address"],
@@ -339,31 +395,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--machines", type=int, default=3)
     up.add_argument("--etcd-members", type=int, default=3)
     up.add_argument("--timeout", type=float, default=120)
+    up.add_argument("--insecure", action="store_true",
+                    help="etcd over plain http without auth (default: mutual TLS and etcd auth)")
     sub.add_parser("down", help="remove everything the lab created")
     sub.add_parser("ping-matrix", help="ping between busybox containers on every pair of machines")
     sub.add_parser("status", help="what is up")
     e = sub.add_parser("etcdctl", help="etcdctl against the lab's etcd (run in an etcd namespace)")
     e.add_argument("args", nargs=argparse.REMAINDER)
+    for verb in ("stop", "start"):
+        p = sub.add_parser(f"{verb}-etcd", help=f"{verb} etcd member N (its data is kept)")
+        p.add_argument("index", type=int)
     args = ap.parse_args(argv)
     try:
-        lab = MachineLab(args.state_dir, args.inventory, args.prefix)
-        if args.cmd == "up":
-            lab.up(args.machines, args.etcd_members, args.timeout)
-            print(f"inventory: {lab.inventory}")
-        elif args.cmd == "down":
-            lab.down()
-        elif args.cmd == "ping-matrix":
-            return 0 if lab.ping_matrix() else 1
-        elif args.cmd == "status":
-            print(json.dumps(lab.status(), indent=2))
-        elif args.cmd == "etcdctl":
-            r = lab.etcdctl(args.args, check=False)
-            sys.stdout.write(r.stdout)
-            sys.stderr.write(r.stderr)
-            return r.returncode
+        return _run(MachineLab(args.state_dir, args.inventory, args.prefix), args)
     except (LabError, MachineError, rootfs.RootfsError, busybox_image.BusyboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _run(lab: MachineLab, args: argparse.Namespace) -> int:
+    if args.cmd == "up":
+        lab.up(args.machines, args.etcd_members, args.timeout, secure=not args.insecure)
+        print(f"inventory: {lab.inventory}")
+    elif args.cmd == "down":
+        lab.down()
+    elif args.cmd == "ping-matrix":
+        return 0 if lab.ping_matrix() else 1
+    elif args.cmd == "status":
+        print(json.dumps(lab.status(), indent=2))
+    elif args.cmd == "etcdctl":
+        r = lab.etcdctl(args.args, check=False)
+        sys.stdout.write(r.stdout)
+        sys.stderr.write(r.stderr)
+        return r.returncode
+    elif args.cmd in ("stop-etcd", "start-etcd"):
+        getattr(lab, args.cmd.replace("-", "_"))(args.index)
+        print(f"etcd{args.index} {'stopped' if args.cmd == 'stop-etcd' else 'running and healthy'}")
     return 0
 
 

@@ -68,15 +68,31 @@ class Overlay:
         """Start the agent on *host*; return once it has (re)written its subnet file."""
         env_file = self.subnet_env(host)
         started_at = env_file.stat().st_mtime if env_file.exists() else 0.0
-        argv = [sys.executable, str(AGENT), f"--etcd-endpoints={','.join(self.lab.etcd_endpoints)}",
+        flags, env = self.etcd_security()
+        argv = [sys.executable, str(AGENT), f"--etcd-endpoints={','.join(self.lab.etcd_endpoints)}", *flags,
                 "--iface=eth0", "--reconcile-interval=1", "--etcd-probe-interval=1",
                 f"--healthz-port={HEALTHZ_PORT}", *extra]
         with open(self.logs / f"agent-{host}.log", "ab") as log:  # the child has its own copy
-            proc = self.lab.popen(host, argv, stdout=log, stderr=log)
+            proc = self.lab.popen(host, argv, stdout=log, stderr=log, env=env)
         self.agents[host] = proc
         wait_for(lambda: env_file.exists() and env_file.stat().st_mtime >= started_at and proc.poll() is None,
                  30, what=f"agent on {host} writing its subnet file")
         return proc
+
+    def etcd_security(self) -> tuple[list[str], dict[str, str]]:
+        """The agent's flags for the lab's etcd (``--tls``: the lab's CA and client certificate),
+        and its environment (``--auth``: the password as ``FLANNELD_ETCD_PASSWORD``, never argv)."""
+        flags: list[str] = []
+        env = dict(os.environ)
+        tls = self.lab.etcd_tls
+        if tls is not None:
+            flags += [f"--etcd-cafile={tls.pki.ca}", f"--etcd-certfile={tls.pki.client_cert}",
+                      f"--etcd-keyfile={tls.pki.client_key}"]
+        auth = self.lab.etcd_auth
+        if auth is not None:
+            flags.append(f"--etcd-username={auth.user}")
+            env["FLANNELD_ETCD_PASSWORD"] = auth.password
+        return flags, env
 
     def agent_pid(self, host: str) -> int:
         """The agent's own PID: nsenter (the Popen) forks it into the host's PID namespace."""

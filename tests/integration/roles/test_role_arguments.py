@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,42 @@ def test_a_bad_variable_stops_the_role_before_its_first_task(tmp_path, role, bad
     assert "Validating arguments against arg spec" in out
     assert re.search(message, out), out
     assert not (tmp_path / "install").exists()
+
+
+PASSWORD = "oflk-Secret-3e1f"  # must never show up in the output
+
+
+def _role_run(tmp_path: Path, extra: dict[str, object], *args: str) -> tuple[int, str]:
+    extra = {"role_name": "flannel", "workdir": str(tmp_path), "flannel_etcd_username": "flannel",
+             "flannel_etcd_password": PASSWORD, **extra}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra),
+                           *args, str(PLAYBOOK)], env=ansible_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_a_password_over_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
+    rc, out = _role_run(tmp_path, {"flannel_etcd_endpoints": ["https://10.0.0.1:2379", "http://10.0.0.2:2379"]})
+    assert rc != 0, out
+    # only the http:// endpoint is named, and the fix
+    assert "flannel_etcd_password would travel unencrypted over http:// to 10.0.0.2. Use https://" in out, out
+    assert PASSWORD not in out
+    assert not (tmp_path / "install").exists() and not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    {"flannel_etcd_endpoints": ["http://10.0.0.2:2379"], "flannel_etcd_allow_plaintext_password": True},
+    {"flannel_etcd_endpoints": ["https://10.0.0.1:2379", "http://127.0.0.1:2379", "http://localhost:2379"]},
+], ids=["allowed", "https-or-loopback"])
+def test_a_password_is_sent_where_allowed_and_never_shown(tmp_path: Path, extra: dict[str, object]) -> None:
+    """Past the check the role goes on (its configure part, in check mode: nothing is written
+    on this host); the password shows up nowhere, not even with --diff."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    rc, out = _role_run(tmp_path, {**extra, "flannel_etcd_ca_src": str(ca)},
+                        "--check", "--diff", "--tags", "flannel_configure")
+    assert rc == 0, out
+    assert "unencrypted" not in out
+    assert f"{tmp_path}/etc/pki/etcd-ca.pem" in out  # the CA would be copied into the role's pki dir
+    assert PASSWORD not in out

@@ -9,7 +9,9 @@ members, namespace prefix ``oflr-`` so it never meets a developer's lab) and run
 3. the second converge: ``changed=0`` on every host;
 4. busybox containers on every pair of machines ping each other (``ping-matrix``);
 5. the roles' parts that need facts of other parts, run alone by tag on the converged
-   machines (``--tags flannel_lease,flannel_service,docker_bridge_configure``): ``changed=0``.
+   machines (``--tags flannel_lease,flannel_service,docker_bridge_configure``): ``changed=0``;
+6. the etcd TLS files the role copied (the lab is secured: mutual TLS and etcd auth) are
+   root's, the key 0600; a changed CA on one host is copied again and restarts its agent.
 
 Wall times of each step are printed (``pytest -s`` shows them).
 """
@@ -25,6 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lab.machine_lab import MachineLab
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
@@ -67,7 +71,7 @@ def machine_lab(tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"\n[machine lab] up in {time.monotonic() - t0:.1f} s")
     try:
-        yield {"inventory": inventory, "env": env, "lab": lab}
+        yield {"inventory": inventory, "env": env, "lab": lab, "state": state}
     finally:
         down = subprocess.run([*lab, "down"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -123,3 +127,26 @@ def test_site_yml_check_converge_idempotent_ping(machine_lab):
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "Acquire this host's subnet lease" in r.stdout and "Create the agent's venv" not in r.stdout
     assert len(recap) == 3 and all(h["failed"] == 0 and h["changed"] == 0 for h in recap.values()), recap
+
+    # 6. the copied etcd TLS files: root's, key 0600; a changed one is replaced and restarts the agent
+    m1 = MachineLab(machine_lab["state"], machine_lab["inventory"], PREFIX).machine(f"{PREFIX}m1")
+    pki = "/etc/overlaynet-flannel/pki"
+    modes = m1.run(["stat", "-c", "%n %a %U", f"{pki}/etcd-ca.pem", f"{pki}/etcd-client.pem",
+                    f"{pki}/etcd-client.key"]).stdout.split("\n")
+    assert modes[:3] == [f"{pki}/etcd-ca.pem 644 root", f"{pki}/etcd-client.pem 644 root",
+                         f"{pki}/etcd-client.key 600 root"], modes
+    unit = m1.run(["cat", "/etc/systemd/system/flanneld.service"]).stdout
+    assert f"--etcd-cafile={pki}/etcd-ca.pem" in unit and "--etcd-username=flannel" in unit
+    assert "PASSWORD" not in unit.upper()
+    pid = m1.run(["systemctl", "show", "-p", "MainPID", "--value", "flanneld"]).stdout.strip()
+    m1.run(["sh", "-c", f"echo >> {pki}/etcd-ca.pem"])
+    r, t_cert = _playbook(machine_lab, "--tags", "flannel_configure,flannel_service", "--limit", f"{PREFIX}m1")
+    recap = _recap(r.stdout)
+    print(f"[site.yml] a changed CA on one host: {t_cert:.1f} s, recap {recap}")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert re.search(r"^changed: \[oflr-m1\] => \(item=/etc/overlaynet-flannel/pki/etcd-ca.pem\)", r.stdout, re.M), \
+        r.stdout[-6000:]
+    assert "RUNNING HANDLER [overlaynet.flannel.flannel : Restart the flannel agent]" in r.stdout
+    after = m1.run(["systemctl", "show", "-p", "MainPID", "--value", "flanneld"]).stdout.strip()
+    assert after not in ("0", pid), (pid, after)
+    assert m1.run(["systemctl", "is-active", "flanneld"]).stdout.strip() == "active"
