@@ -29,6 +29,7 @@ from ..defaults import (
 )
 
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
+_FALSE = {"0", "f", "false", "n", "no", "off"}
 SECRET_FLAGS = frozenset({"etcd-password"})
 PASSWORD_IN_ARGV_WARNING = (
     "--etcd-password was given on the command line, where every user of this host can read it "
@@ -41,8 +42,6 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "'<hidden>'"
-
-_FALSE = {"0", "f", "false", "n", "no", "off"}
 
 
 @dataclass(frozen=True)

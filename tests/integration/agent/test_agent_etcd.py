@@ -593,3 +593,14 @@ def test_a_password_on_the_command_line_is_warned_about_once_and_never_logged(la
     agent.signal(signal.SIGTERM)
     assert agent.wait() == 0
     assert password not in agent.log()
+
+
+def test_a_wrong_password_ends_the_agent_with_the_fix_named(lab, prefix, secured):
+    cluster, tls, env = secured("auth")
+    wrong = env["FLANNELD_ETCD_PASSWORD"] + "-wrong"
+    agent_env = dict(env, FLANNELD_ETCD_PASSWORD=wrong)
+    agent = Agent(lab, new_host(lab, "h1"), prefix, *tls, endpoints=cluster.endpoint, env=agent_env).start()
+    assert agent.wait() == 1
+    log = agent.log()
+    assert cluster.endpoint in log and "check etcd_username/etcd_password" in log, log
+    assert wrong not in log
