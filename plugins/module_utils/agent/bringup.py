@@ -29,6 +29,7 @@ from ..subnet.config import NetworkConfig
 from ..subnet.env import SubnetEnv, read_subnet_env, write_subnet_env
 from ..subnet.lease import Lease, LeaseAttrs
 from .firewall_job import FirewallJob
+from .flags import PASSWORD_IN_ARGV_WARNING
 from .healthz import Health, HealthServer
 from .logs import RepeatingErrors
 from .messages import Message
@@ -139,6 +140,8 @@ class BringUp:
 
     def _connect(self) -> LeaseRegistry:
         opts = self.opts
+        if getattr(opts, "etcd_password_in_argv", False):
+            log.warning(PASSWORD_IN_ARGV_WARNING)
         self.conn = EtcdConnection(EtcdSettings(
             endpoints=tuple(opts.etcd_endpoints), ca_file=opts.etcd_cafile, cert_file=opts.etcd_certfile,
             key_file=opts.etcd_keyfile, username=opts.etcd_username, password=opts.etcd_password,

@@ -4,6 +4,10 @@ The command line wins over the environment, which wins over the default. Like Go
 package, a long flag may be given with one dash (`-etcd-endpoints=...`) and a boolean as
 `--ip-masq`, `--ip-masq=true` or `--ip-masq=false`. List flags take comma lists (and may
 be repeated).
+
+A password is a Secret (its repr is masked, so a logged Namespace never shows it), and
+`etcd_password_in_argv` records whether it came from the command line, where every local
+user can read it (ps, /proc/<pid>/cmdline); the agent warns about that once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,18 @@ from ..defaults import (
 
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
 _FALSE = {"0", "f", "false", "n", "no", "off"}
+SECRET_FLAGS = frozenset({"etcd-password"})
+PASSWORD_IN_ARGV_WARNING = (
+    "--etcd-password was given on the command line, where every user of this host can read it "
+    "(ps, /proc/<pid>/cmdline); set FLANNELD_ETCD_PASSWORD in the environment instead "
+    "(under systemd: an EnvironmentFile= readable by root only)")
+
+
+class Secret(str):
+    """A str whose repr does not show it."""
+
+    def __repr__(self) -> str:
+        return "'<hidden>'"
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ def convert(flag: Flag, text: str) -> Any:
         return [item.strip() for item in text.split(",") if item.strip()]
     if flag.kind == "bool":
         return parse_bool(text)
+    if flag.name in SECRET_FLAGS:
+        return Secret(text)
     if flag.kind in ("int", "float"):
         try:
             value: int | float = int(text) if flag.kind == "int" else float(text)
@@ -164,7 +182,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     environ = os.environ if environ is None else environ
     parser = build_parser()
     cli = parser.parse_args(normalize_argv(list(argv) if argv is not None else sys.argv[1:]))
-    result = argparse.Namespace()
+    result = argparse.Namespace(etcd_password_in_argv=cli.etcd_password is not None)
     for flag in FLAGS:
         value = getattr(cli, flag.dest)
         if value is not None and flag.kind == "list":

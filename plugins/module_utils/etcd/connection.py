@@ -2,7 +2,15 @@
 
 Only `etcd3.client(...)` is used (no MultiEndpointEtcd3Client), so the code runs with
 Debian's python3-etcd3 (0.12) as with the maintained fork on PyPI. Every failure a user
-can cause ends in an EtcdUnavailableError / EtcdSetupError naming the endpoint and the fix.
+can cause ends in an EtcdUnavailableError / EtcdSetupError naming the endpoint and the fix
+(failures.py reads the gRPC errors).
+
+Authentication is ours, not the client's: etcd3 given user/password sends the token as
+gRPC call credentials, which gRPC refuses on an http:// (insecure) channel. We call
+etcd's Auth.Authenticate on the client's channel and put the token in the client's
+per-call `metadata` (both etcd3 versions send it on every KV and Lease call; our watch
+sends it too), so auth works over http:// and https:// alike. A token etcd has dropped
+(--auth-token-ttl) is renewed once per call, and the call run again.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..defaults import DEFAULT_ENDPOINTS, DEFAULT_ETCD_TIMEOUT
-from ..deps import MISSING, etcd3, grpc
+from ..deps import MISSING, etcd3
 from ..errors import EtcdSetupError, EtcdUnavailableError
+from . import failures
 from .client import EtcdClient
 
 T = TypeVar("T")
@@ -87,6 +96,8 @@ class EtcdConnection:
             raise EtcdSetupError("etcd_cert_file and etcd_key_file must be given together")
         if settings.cert_file and not any(ep.secure for ep in self.endpoints):
             raise EtcdSetupError("a client certificate was given but no endpoint is https://")
+        if settings.password is not None and not settings.username:
+            raise EtcdSetupError("etcd_password is set but etcd_username is not; set both, or neither")
         self._current = 0
         self._client: EtcdClient | None = None
 
@@ -101,31 +112,63 @@ class EtcdConnection:
             if ca is None:
                 raise EtcdSetupError(f"endpoint {ep.url} is https but no CA is known; set etcd_ca_file")
             kwargs.update(ca_cert=ca, cert_cert=self.settings.cert_file, cert_key=self.settings.key_file)
-        if self.settings.username:
-            kwargs.update(user=self.settings.username, password=self.settings.password or "")
-        return etcd3.client(**kwargs)
+        client: EtcdClient = etcd3.client(**kwargs)  # no user/password: see the module docstring
+        try:
+            self._use_token(client)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def auth_metadata(self, channel: Any) -> tuple[tuple[str, str], ...] | None:
+        """A fresh token as per-call metadata, from etcd's Authenticate on *channel*; None
+        without a user. Only reads the settings, so any thread may call it (the watch does)."""
+        if not self.settings.username:
+            return None
+        request = etcd3.etcdrpc.AuthenticateRequest(name=self.settings.username,
+                                                    password=self.settings.password or "")
+        token = etcd3.etcdrpc.AuthStub(channel).Authenticate(request, self.settings.timeout).token
+        return (("token", token),)
+
+    def _use_token(self, client: EtcdClient) -> None:
+        client.metadata = self.auth_metadata(client.channel)
+        client.call_credentials = None  # what gRPC refuses on http://; the metadata carries the token
 
     def call(self, operation: Callable[[EtcdClient], T]) -> T:
         """Run operation(client); fail over through every endpoint once before giving up."""
-        errors: list[str] = []
+        lines: list[str] = []
+        blamed = 0  # endpoints whose failure a setting explains
         for _attempt in range(len(self.endpoints)):
             ep = self.endpoint
             try:
-                if self._client is None:
-                    self._client = self._connect(ep)
-                return operation(self._client)
+                return self._run(ep, operation)
             except EtcdSetupError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not an outage
-                if not _is_outage(exc):
-                    raise _translate(exc, ep) from None
-                errors.append(f"{ep.url}: {_describe(exc)}")
+                if not failures.is_outage(exc):
+                    raise failures.translate(exc, ep.url, self.settings.username, self.settings.cert_file) from None
+                line, is_setting = failures.outage_line(exc, ep.url, self.settings.cert_file)
+                lines.append(line)
+                blamed += is_setting
                 self._drop_client()
                 self._current = (self._current + 1) % len(self.endpoints)
+        advice = "" if blamed == len(lines) else (
+            "; check etcd_endpoints, that etcd is running and reachable, and the TLS settings")
         raise EtcdUnavailableError(
-            f"no etcd endpoint answered within {self.settings.timeout:g}s ({'; '.join(errors)}); "
-            "check etcd_endpoints, that etcd is running and reachable, and the TLS settings"
-        )
+            f"no etcd endpoint answered within {self.settings.timeout:g}s ({'; '.join(lines)}){advice}")
+
+    def _run(self, ep: Endpoint, operation: Callable[[EtcdClient], T]) -> T:
+        """operation on ep's client; when etcd has dropped our token, once more with a new one
+        (a call refused for its token did nothing, so running it again is safe)."""
+        if self._client is None:
+            self._client = self._connect(ep)
+        try:
+            return operation(self._client)
+        except Exception as exc:  # noqa: BLE001 - only an expired token is handled here
+            if not (self.settings.username and failures.is_invalid_token(exc)):
+                raise
+        self._use_token(self._client)
+        return operation(self._client)
 
     def client(self) -> EtcdClient:
         """The live client (connecting if needed), for streams such as watches."""
@@ -141,30 +184,3 @@ class EtcdConnection:
 
     def close(self) -> None:
         self._drop_client()
-
-
-def _is_outage(exc: Exception) -> bool:
-    if isinstance(exc, (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.ConnectionTimeoutError)):
-        return True
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "details"):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc) or type(exc).__name__
-
-
-def _translate(exc: Exception, ep: Endpoint) -> Exception:
-    """Errors that are not outages: authentication and permission, reported plainly."""
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        code = exc.code()
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-                    grpc.StatusCode.INVALID_ARGUMENT) and "auth" in (exc.details() or "").lower():
-            return EtcdSetupError(
-                f"etcd at {ep.url} rejected the credentials ({exc.details()}); check etcd_username/etcd_password"
-            )
-        return EtcdUnavailableError(f"etcd at {ep.url} failed: {code.name}: {exc.details()}")
-    return exc

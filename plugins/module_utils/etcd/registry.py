@@ -125,7 +125,7 @@ class LeaseRegistry:
 
         The iterator raises EtcdUnavailableError when the stream breaks and
         WatchCompactedError when start_revision is gone (re-list, then watch again)."""
-        return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision)
+        return watch_prefix(self.conn.client(), self.subnets_prefix, start_revision, self.conn.auth_metadata)
 
     def decode_event(self, event: WatchEvent, revision: int) -> SubnetEvent:
         key_tail = self.key_tail(event.key)

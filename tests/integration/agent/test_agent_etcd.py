@@ -30,7 +30,7 @@ import pytest
 from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
 from lab import netns
 from lab.engine import parse_env_text
-from lab.etcd import Cluster, EtcdCtl
+from lab.etcd import Auth, Cluster, EtcdCtl
 from lab.rig import Rig
 from lab.wait import wait_for
 
@@ -491,3 +491,116 @@ def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backen
     for agent in (a1, a2):
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0
+
+
+# --- etcd security: one agent per mode, tokens that expire, the password kept out of sight ----
+
+SECURE_ADDRESSES = {"auth": "192.168.81.6", "mtls": "192.168.81.7", "mtls+auth": "192.168.81.8"}
+TOKEN_TTL = 2  # etcd's --auth-token-ttl for the secured members: shorter than the agent's gaps
+
+
+@pytest.fixture(scope="module")
+def secured(lab) -> Iterator[Callable[[str], tuple[Cluster, list[str], dict[str, str]]]]:
+    """mode -> (its etcd member on the switch, the agent's TLS flags, the agent's environment);
+    each member is started on first use, with auth (a prefix-only user) and/or mutual TLS."""
+    made: dict[str, tuple[Cluster, list[str], dict[str, str]]] = {}
+
+    def get(mode: str) -> tuple[Cluster, list[str], dict[str, str]]:
+        if mode == "plain":
+            return lab.etcd, [], {}
+        if mode not in made:
+            address = SECURE_ADDRESSES[mode]
+            netns.ip(lab.switch, "addr", "replace", f"{address}/24", "dev", "br0")
+            lab.defer(lambda: netns.ip(lab.switch, "addr", "del", f"{address}/24", "dev", "br0", check=False))
+            cluster = Cluster.in_netns(lab.switch, [address], names=[mode.replace("+", "-")],
+                                       tls_mode="mtls" if "mtls" in mode else "plain", auth_token_ttl=TOKEN_TTL)
+            lab.defer(cluster.close)
+            cluster.start()
+            tls, env = [], {}
+            if cluster.pki is not None:
+                tls = ["--etcd-cafile", str(cluster.pki.ca), "--etcd-certfile", str(cluster.pki.client_cert),
+                       "--etcd-keyfile", str(cluster.pki.client_key)]
+            if "auth" in mode:
+                auth = Auth.generate(prefix="/oflag/")
+                cluster.set_up_auth(auth)
+                env = {"FLANNELD_ETCD_USERNAME": auth.user, "FLANNELD_ETCD_PASSWORD": auth.password}
+            made[mode] = (cluster, tls, env)
+        return made[mode]
+
+    return get
+
+
+def assert_secret_unseen(agent: Agent, secret: str) -> None:
+    cmdline = Path(f"/proc/{agent.proc.pid}/cmdline").read_bytes()
+    assert b"flannel-agent" in cmdline  # the agent's own process (ip netns exec execs)
+    assert secret.encode() not in cmdline
+    assert secret not in agent.log()
+
+
+@pytest.mark.parametrize("mode", ["plain", "mtls", "auth", "mtls+auth"])
+def test_the_agent_over_mutual_tls_and_user_password(lab, prefix, secured, mode):
+    cluster, tls, env = secured(mode)
+    put_config(cluster, prefix)
+    h1 = new_host(lab, "h1")
+    agent = Agent(lab, h1, prefix, *tls, env=env, endpoints=cluster.endpoint).start()
+    agent.wait_ready()
+    put_fake_peer(cluster, prefix, "10.5.230.0/24", "192.168.81.230")
+    wait_until(lambda: h1.routes().get("10.5.230.0/24") == "192.168.81.230", 10, "the peer seen over the watch")
+    if env:
+        assert_secret_unseen(agent, env["FLANNELD_ETCD_PASSWORD"])
+        assert "--etcd-password was given on the command line" not in agent.log()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
+def test_tokens_expire_under_a_running_agent_which_renews_them(lab, prefix, secured):
+    """--auth-token-ttl 2 and an agent that talks to etcd every 3 s or so (renewals of a
+    12 s lease, a probe every 7 s): most calls find the token expired. A minute of renewals
+    and watch events later the agent still runs, without an etcd error in its log."""
+    cluster, tls, env = secured("auth")
+    put_config(cluster, prefix)
+    h1 = new_host(lab, "h1")
+    agent = Agent(lab, h1, prefix, *tls, "--subnet-lease-ttl", "12", "--subnet-lease-renew-margin", "1",
+                  "--etcd-probe-interval", "7", env=env, endpoints=cluster.endpoint).start()
+    agent.wait_ready()
+    key = f"{prefix}/subnets/{own_key(agent)}"
+    for round_ in range(10):
+        time.sleep(TOKEN_TTL + 4)
+        subnet = f"10.5.{240 + round_}.0/24"
+        put_fake_peer(cluster, prefix, subnet, f"192.168.81.{240 + round_}")
+        wait_until(lambda subnet=subnet: subnet in h1.routes(), 5, f"the route to {subnet}")
+        assert agent.alive(), agent.log()
+    log = agent.log()
+    assert log.count("renewed lease") >= 15, log
+    assert cluster.lease_of(key) > 0
+    for trouble in ("could not", "unavailable", "invalid auth token", "rejected"):
+        assert trouble not in log, log
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
+def test_a_password_on_the_command_line_is_warned_about_once_and_never_logged(lab, prefix, secured):
+    cluster, tls, env = secured("auth")
+    put_config(cluster, prefix)
+    password = env["FLANNELD_ETCD_PASSWORD"]
+    agent = Agent(lab, new_host(lab, "h1"), prefix, *tls, "--etcd-password", password, "-v", "1",
+                  env={"FLANNELD_ETCD_USERNAME": env["FLANNELD_ETCD_USERNAME"]}, endpoints=cluster.endpoint).start()
+    agent.wait_ready()
+    log = agent.log()
+    assert log.count("--etcd-password was given on the command line") == 1, log
+    assert "FLANNELD_ETCD_PASSWORD" in log
+    assert password not in log
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+    assert password not in agent.log()
+
+
+def test_a_wrong_password_ends_the_agent_with_the_fix_named(lab, prefix, secured):
+    cluster, tls, env = secured("auth")
+    wrong = env["FLANNELD_ETCD_PASSWORD"] + "-wrong"
+    agent_env = dict(env, FLANNELD_ETCD_PASSWORD=wrong)
+    agent = Agent(lab, new_host(lab, "h1"), prefix, *tls, endpoints=cluster.endpoint, env=agent_env).start()
+    assert agent.wait() == 1
+    log = agent.log()
+    assert cluster.endpoint in log and "check etcd_username/etcd_password" in log, log
+    assert wrong not in log

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
 from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
-from lab.etcd import Cluster, free_port
+from lab.etcd import Auth, Cluster, free_port
 from support.ansible_run import run_playbook
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
@@ -87,6 +89,25 @@ def test_modules_over_tls_with_client_certificates(tmp_path, etcd_prefix):
     try:
         pki = server.pki.as_dict()
         run_playbook(PLAYBOOKS / "tls.yml", {"endpoint": server.endpoint, "prefix": etcd_prefix, "pki": pki})
+        assert '"Network":"10.5.0.0/16"' in server.etcdctl("get", f"{etcd_prefix}/config")
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("tls_mode", ["plain", "mtls"], ids=["http+auth", "mtls+auth"])
+def test_modules_as_a_user_with_a_password_over_http_and_mutual_tls(tmp_path, etcd_prefix, monkeypatch, tls_mode):
+    """etcd auth on, tokens lasting 2 s; the password reaches the modules through the
+    environment (not argv) and appears in no output."""
+    server = Cluster.loopback(tls_mode=tls_mode, auth_token_ttl=2).start()
+    try:
+        auth = Auth.generate(prefix="/oflt/")
+        server.set_up_auth(auth)
+        monkeypatch.setenv("OFLT_ETCD_PASSWORD", auth.password)
+        extra = {"endpoint": server.endpoint, "prefix": etcd_prefix, "user": auth.user}
+        if server.pki is not None:
+            extra["pki"] = server.pki.as_dict()
+        proc = run_playbook(PLAYBOOKS / "auth.yml", extra)
+        assert auth.password not in proc.stdout + proc.stderr
         assert '"Network":"10.5.0.0/16"' in server.etcdctl("get", f"{etcd_prefix}/config")
     finally:
         server.close()

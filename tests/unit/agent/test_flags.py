@@ -132,3 +132,15 @@ def test_every_flag_has_its_environment_name():
                      "FLANNELD_IP_MASQ", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "FLANNELD_HEALTHZ_IP",
                      "FLANNELD_HEALTHZ_PORT"):
         assert expected in names
+
+
+def test_the_password_is_masked_in_reprs_and_its_source_recorded():
+    from_env = flags.parse([], {"FLANNELD_ETCD_PASSWORD": "s3cret-env"})
+    assert from_env.etcd_password == "s3cret-env"
+    assert "s3cret-env" not in repr(from_env)
+    assert from_env.etcd_password_in_argv is False
+    from_argv = flags.parse(["-etcd-password=s3cret-argv"], {"FLANNELD_ETCD_PASSWORD": "s3cret-env"})
+    assert from_argv.etcd_password == "s3cret-argv"  # the command line still wins
+    assert "s3cret" not in repr(from_argv)
+    assert from_argv.etcd_password_in_argv is True
+    assert flags.parse([], {}).etcd_password_in_argv is False
