@@ -105,21 +105,25 @@ class HealthServer:
         self._server.server_close()
 
 
+class _TimedHandler(BaseHTTPRequestHandler):
+    timeout: float = REQUEST_TIMEOUT  # socket timeout of the connection: a stalled client is dropped
+
+    def setup(self) -> None:
+        super().setup()
+        # The timeout bounds each recv; this bounds the whole exchange, so a client trickling
+        # a byte at a time cannot hold a slot either: shutdown() wakes the blocked read.
+        self._cutoff = threading.Timer(self.timeout, _cut, (self.connection,))
+        self._cutoff.daemon = True
+        self._cutoff.start()
+
+    def finish(self) -> None:
+        self._cutoff.cancel()
+        super().finish()
+
+
 def _handler_for(health: Health, request_timeout: float) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = request_timeout  # socket timeout of the connection: a stalled client is dropped
-
-        def setup(self) -> None:
-            super().setup()
-            # The timeout bounds each recv; this bounds the whole exchange, so a client trickling
-            # a byte at a time cannot hold a slot either: shutdown() wakes the blocked read.
-            self._cutoff = threading.Timer(request_timeout, _cut, (self.connection,))
-            self._cutoff.daemon = True
-            self._cutoff.start()
-
-        def finish(self) -> None:
-            self._cutoff.cancel()
-            super().finish()
+    class Handler(_TimedHandler):
+        timeout = request_timeout
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path == "/healthz":
