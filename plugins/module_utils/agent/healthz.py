@@ -106,7 +106,7 @@ class HealthServer:
 
 
 class _TimedHandler(BaseHTTPRequestHandler):
-    timeout: float = REQUEST_TIMEOUT  # socket timeout of the connection: a stalled client is dropped
+    timeout = REQUEST_TIMEOUT  # socket timeout of the connection: a stalled client is dropped
 
     def setup(self) -> None:
         super().setup()
