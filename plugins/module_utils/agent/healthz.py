@@ -153,4 +153,3 @@ def _handler_for(health: Health, request_timeout: float) -> type[BaseHTTPRequest
             log.debug("healthz: " + format, *args)
 
     return Handler
-

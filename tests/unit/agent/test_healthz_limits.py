@@ -40,7 +40,7 @@ def test_idle_connections_beyond_the_cap_get_503_and_healthz_answers_once_they_t
     server = HealthServer(Health(), "127.0.0.1", 0, timeout=1.0, max_concurrent=3).start()
     try:
         with ExitStack() as stack:
-            hogs = [idle(server.port, stack) for _ in range(3)]
+            hogs = [idle(server.port, stack) for _hog in range(3)]
             time.sleep(0.2)  # let the server accept them all
             # All slots are held: the next request is refused at once, not queued behind them.
             t0 = time.monotonic()
@@ -86,7 +86,7 @@ def test_many_idle_connections_with_the_default_limits_do_not_stop_healthz():
     server = HealthServer(Health(), "127.0.0.1", 0).start()
     try:
         with ExitStack() as stack:
-            for _ in range(50):
+            for _idle in range(50):
                 idle(server.port, stack)
             time.sleep(0.2)
             status, _body = get(server.port)
