@@ -48,6 +48,7 @@ class Lab:
     def __init__(self, env: dict[str, str], inventory: Path) -> None:
         self.env, self.inventory = env, inventory
         self.cli = [sys.executable, "-m", "lab.machine_lab"]
+        self.backend: str | None = None  # what the last site.yml converged to
 
     def lab(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.cli, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
@@ -69,6 +70,7 @@ class Lab:
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
         print(f"[site.yml] backend {backend}: {time.monotonic() - t0:.1f} s")
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+        self.backend = backend
 
     def show(self, machine: str, *props: str) -> dict[str, str]:
         out = self.run(machine, "systemctl show " + UNIT + "".join(f" -p {p}" for p in props))
@@ -101,9 +103,11 @@ M1, M2 = f"{PREFIX}m1", f"{PREFIX}m2"
 
 
 def converge(lab: Lab, backend: str) -> str:
-    """site.yml with backend; agents restarted onto it (the role restarts them only when their
-    code, unit or flags change, and the backend lives in etcd). The container on M1's address."""
-    lab.site(backend)
+    """site.yml with backend (unless the last run was); agents restarted onto it (the role
+    restarts them only when their code, unit or flags change, and the backend lives in etcd).
+    The container on M1's address."""
+    if lab.backend != backend:
+        lab.site(backend)
     for machine in (M1, M2):
         lab.run(machine, f"systemctl restart {UNIT}", timeout=120)  # Type=notify: returns once ready
     matrix = lab.lab("ping-matrix")
