@@ -2,7 +2,7 @@
 
 The udp backend forwards in the agent's own process, so an agent that dies (kill -9, a
 crash, a restart) would drop every packet until the new one has started (~0.3 s). Under
-systemd the descriptors go to the service manager's fd store (fdstore.py): a keeper would
+systemd the descriptors go to the service manager's fd store (holder.py): a keeper would
 die with the unit's cgroup. Elsewhere the agent hands its TUN file descriptor and UDP socket
 to a small keeper process (stdlib only, started from this file). While the agent lives, the
 keeper just waits. When the agent goes, the kernel keeps queueing packets on the still-open
