@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .. import systemd_fds
 from ..backends.base import Backend, BackendRuntime, LocalHost
 from ..backends.registry import make_backend
 from ..errors import ConfigError, EtcdUnavailableError, HostConflictError, HostNetworkError, LeaseError
@@ -51,13 +52,18 @@ class Waiter:
                  stopping: Callable[[], bool], notifier: Notifier) -> None:
         self._inbox, self._tick, self._stopping, self._notifier = inbox, tick, stopping, notifier
 
+    def tick(self) -> None:
+        """Health and the watchdog fed, systemd's start-up deadline pushed on."""
+        self._tick()
+        self._notifier.extend_start()
+
     def until_ok(self, what: str, operation: Callable[[], T], retry_on: tuple[type[Exception], ...],
                  fatal: tuple[type[Exception], ...] = ()) -> T:
         """Run operation until it succeeds, retrying with back-off (a log line each time);
         an error of a `fatal` type (a subclass of a retried one) ends the start-up."""
         backoff = Backoff(1.0, 10.0)
         for attempt in itertools.count(1):
-            self._tick()
+            self.tick()
             if self._stopping():
                 raise Stopped()
             try:
@@ -77,7 +83,7 @@ class Waiter:
         watchdog fed; True when a stop was requested."""
         deadline = time.monotonic() + seconds
         while not self._stopping() and time.monotonic() < deadline:
-            self._tick()
+            self.tick()
             try:
                 self._inbox.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
@@ -118,6 +124,10 @@ class BringUp:
         underlay = self._find_underlay()
         log.info("underlay %s (mtu %d), public IP %s", underlay.iface, underlay.mtu, underlay.public_ip)
         backend, attrs, mtu = self._set_up_backend(config, underlay)
+        unused = systemd_fds.received().close_unclaimed()
+        if unused:
+            log.info("closed descriptors from systemd's fd store that backend %s does not use: %s",
+                     config.backend.type, ", ".join(unused))
         result = self._acquire(registry, config, attrs)
         own = result.lease
         log.info("lease %s (%s) for %s", own.subnet, result.action, underlay.public_ip)

@@ -23,6 +23,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from .. import systemd_fds
 from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError
@@ -247,6 +248,7 @@ class Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    systemd_fds.received()  # take LISTEN_FDS* out of the environment before any child can inherit them
     opts = flags.parse(argv)
     setup_logging(opts.v, bool(os.environ.get("JOURNAL_STREAM")))
     agent = Agent(opts)

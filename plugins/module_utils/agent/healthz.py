@@ -1,10 +1,17 @@
 """/healthz (the main loop is alive), /readyz (start-up is done) and /stats (the backend's
-counters, where it keeps any: the udp forwarder) over HTTP, in a thread."""
+counters, where it keeps any: the udp forwarder) over HTTP, in a thread.
+
+Bounded, so a slow or hostile client cannot starve it (the role binds it to 127.0.0.1, but
+anything local may connect): each connection has REQUEST_TIMEOUT seconds for its whole
+request (slowloris clients are dropped), and at most MAX_CONCURRENT requests are served at
+once; a connection beyond that gets an immediate 503 and is closed.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger(__name__)
+REQUEST_TIMEOUT = 5.0  # seconds a connection may take to send its request and read the answer
+MAX_CONCURRENT = 8  # requests served at once; more get 503 right away
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+         b"Connection: close\r\n\r\nbusy\n")
 
 
 class Health:
@@ -30,11 +41,55 @@ class Health:
         return time.monotonic() - self._last_beat < self.stale_after
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per request, but no more than `limit` at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started: it cannot release the slot
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse(request: socket.socket) -> None:
+    """503 without reading the request; never blocks the accepting thread."""
+    try:
+        request.setblocking(False)
+        request.send(_BUSY)
+    except OSError:
+        pass
+    finally:
+        request.close()
+
+
+def _cut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
 class HealthServer:
-    def __init__(self, health: Health, host: str, port: int) -> None:
-        handler = _handler_for(health)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+    def __init__(self, health: Health, host: str, port: int, *, timeout: float = REQUEST_TIMEOUT,
+                 max_concurrent: int = MAX_CONCURRENT) -> None:
+        handler = _handler_for(health, timeout)
+        self._server = _BoundedServer((host, port), handler, max_concurrent)
         self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
 
     @property
@@ -50,8 +105,26 @@ class HealthServer:
         self._server.server_close()
 
 
-def _handler_for(health: Health) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+class _TimedHandler(BaseHTTPRequestHandler):
+    timeout = REQUEST_TIMEOUT  # socket timeout of the connection: a stalled client is dropped
+
+    def setup(self) -> None:
+        super().setup()
+        # The timeout bounds each recv; this bounds the whole exchange, so a client trickling
+        # a byte at a time cannot hold a slot either: shutdown() wakes the blocked read.
+        self._cutoff = threading.Timer(self.timeout, _cut, (self.connection,))
+        self._cutoff.daemon = True
+        self._cutoff.start()
+
+    def finish(self) -> None:
+        self._cutoff.cancel()
+        super().finish()
+
+
+def _handler_for(health: Health, request_timeout: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(_TimedHandler):
+        timeout = request_timeout
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path == "/healthz":
                 self._answer(health.alive(), "flanneld is running", "not alive")

@@ -1,4 +1,5 @@
-"""sd_notify over NOTIFY_SOCKET (READY=1, STATUS=, WATCHDOG=1, STOPPING=1), stdlib only."""
+"""sd_notify over NOTIFY_SOCKET (READY=1, STATUS=, WATCHDOG=1, EXTEND_TIMEOUT_USEC=, STOPPING=1),
+stdlib only. (Descriptors for the fd store go over the same socket: systemd_fds.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import socket
 import time
 from collections.abc import Mapping
 
+from ..systemd_fds import notify_address
+
 log = logging.getLogger(__name__)
+EXTEND_BY = 30.0  # seconds each EXTEND_TIMEOUT_USEC= grants (a start-up step takes at most ~10 s)
+EXTEND_EVERY = 5.0  # seconds between two of them
 
 
 class Notifier:
@@ -16,17 +21,16 @@ class Notifier:
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
-        address = environ.get("NOTIFY_SOCKET") or None
-        if address and address.startswith("@"):
-            address = "\0" + address[1:]  # abstract namespace
-        self.address = address
+        self.address = notify_address(environ)
         self.watchdog_interval: float | None = None
         usec = environ.get("WATCHDOG_USEC")
         pid = environ.get("WATCHDOG_PID")
         if usec and usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_interval = int(usec) / 2e6  # ping at half the timeout
         self._last_watchdog = 0.0
+        self._last_extend = -EXTEND_EVERY
         self._last_status = ""
+        self.is_ready = False
 
     def send(self, *fields: str) -> bool:
         if not self.address:
@@ -41,6 +45,7 @@ class Notifier:
 
     def ready(self, status: str) -> bool:
         self._last_status = status
+        self.is_ready = True
         return self.send("READY=1", f"STATUS={status}")
 
     def status(self, status: str) -> None:
@@ -56,6 +61,17 @@ class Notifier:
         if now - self._last_watchdog >= self.watchdog_interval:
             self._last_watchdog = now
             self.send("WATCHDOG=1")
+
+    def extend_start(self) -> None:
+        """Before READY: push systemd's start-up deadline (TimeoutStartSec=) EXTEND_BY seconds
+        past now, so waiting for etcd is not mistaken for a hung start; rate-limited. Once
+        the start-up is done, the watchdog takes over."""
+        if self.is_ready:
+            return
+        now = time.monotonic()
+        if now - self._last_extend >= EXTEND_EVERY:
+            self._last_extend = now
+            self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1e6)}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -358,3 +358,22 @@ def test_fast_path_advertisement_and_a_corrupt_state_file(tmp_path: Path) -> Non
     backend.reconcile({"k": lease({"Overlaynet": {"GSO": 1}})})  # before setup(): only remembered
     assert json.loads(state.read_text())["peers"]["k"][2:] == ["192.168.81.12", 8285, True]
     assert backend._load_state() == backend._routes
+
+
+def test_a_handed_over_tun_queue_is_checked_by_device_name_and_mode(make_lab) -> None:
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp import handover
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.host.tun import open_tun
+
+    lab, _agents = make_lab(1)
+    ns = lab.ns("h1")
+    fast = open_tun("oflu-fast", vnet_hdr=True, persist=False, netns=ns)
+    plain = open_tun("oflu-plain", vnet_hdr=False, persist=False, netns=ns)
+    try:
+        assert handover.tun_problem(fast.fd, "oflu-fast", True) is None
+        assert handover.tun_problem(plain.fd, "oflu-plain", False) is None
+        assert handover.tun_problem(fast.fd, "flannel0", True) == "a queue of 'oflu-fast', not 'flannel0'"
+        assert handover.tun_problem(plain.fd, "oflu-plain", True) == "vnet header off, wanted on"
+        assert handover.tun_problem(fast.fd, "oflu-fast", False) == "vnet header on, wanted off"
+    finally:
+        fast.close()
+        plain.close()

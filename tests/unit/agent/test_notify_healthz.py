@@ -88,3 +88,49 @@ def test_healthz_and_readyz():
         assert get(server.port, "/healthz")[0] == 200
     finally:
         server.close()
+
+
+def test_start_up_deadline_is_extended_until_ready_and_rate_limited(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with receiver(path) as sock:
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        notifier.extend_start()
+        notifier.extend_start()  # within EXTEND_EVERY: not sent again
+        assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=30000000"
+        notifier.ready("up")
+        assert sock.recv(4096).startswith(b"READY=1")
+        notifier._last_extend -= 60
+        notifier.extend_start()  # ready: the watchdog's job now, not the start timeout's
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
+
+
+def test_waiting_for_etcd_at_start_up_extends_the_deadline(tmp_path):
+    import queue
+
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.bringup import Waiter
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import EtcdUnavailableError
+
+    path = str(tmp_path / "notify.sock")
+    with receiver(path) as sock:
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        attempts = []
+
+        def etcd_down_once() -> str:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise EtcdUnavailableError("etcd at http://192.0.2.1:2379 is unreachable")
+            return "config"
+
+        waiter = Waiter(queue.SimpleQueue(), lambda: None, lambda: False, notifier)
+        assert waiter.until_ok("read the network config", etcd_down_once, (EtcdUnavailableError,)) == "config"
+        sent = []
+        sock.settimeout(0.2)
+        try:
+            while True:
+                sent.append(sock.recv(4096))
+        except TimeoutError:
+            pass
+        assert sent[0] == b"EXTEND_TIMEOUT_USEC=30000000"
+        assert b"STATUS=waiting: could not read the network config" in sent

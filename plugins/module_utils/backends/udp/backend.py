@@ -9,7 +9,9 @@ Leases carry no BackendData upstream; ours advertise the GSO fast path as
 
 Restart: flannel0 is persistent and its address/route stay, so a restarted agent re-attaches
 to the same device; with `state_file` set, the peer table is saved on every change and
-loaded by setup(), so forwarding resumes before etcd has even been read again.
+loaded by setup(), so forwarding resumes before etcd has even been read again. The queue and
+the socket themselves wait for the next agent in systemd's fd store or a keeper (holder.py),
+so packets sent meanwhile are delayed, not lost.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ...subnet.peer_rules import PeerRules
 from ..base import BackendRuntime, BackendSetup, LocalHost
 from . import OVERHEAD, SPEC
 from .forwarder import Forwarder
-from .keeper import Keeper, take_over
+from .holder import Holder, make_holder
 from .table import PeerRoute
 from .wire import WIRE_VERSION
 
@@ -84,8 +86,7 @@ class UdpBackend:
         self._bound: tuple[str, int] | None = None
         self._forwarder: Forwarder | None = None
         self._routes: dict[str, PeerRoute] = {}
-        self._keeper = Keeper()  # holds flannel0's queue and the socket across agent restarts
-        self._kept: tuple[int, int] | None = None  # the (tun fd, socket fd) our keeper holds
+        self._holder: Holder = make_holder()  # holds flannel0's queue and the socket across agent restarts
         self._took_over = False
         self._rules: PeerRules | None = None  # rebuilt when the config, subnet or public IP change
 
@@ -158,9 +159,8 @@ class UdpBackend:
 
     def close(self) -> None:
         """Stop forwarding; flannel0 (persistent), its address and route stay for the next run,
-        and the keeper holds the queue and socket for the next agent to take over."""
-        self._keeper.release()
-        self._kept = None
+        and the fd store or keeper holds the queue and socket for the next agent to take over."""
+        self._holder.release()
         self._release(tun=True, sock=True)
 
     # --- observability -------------------------------------------------------------------
@@ -242,42 +242,31 @@ class UdpBackend:
                 ensure_link_up(ipr, link)
 
     def _take_over_from_keeper(self) -> None:
-        """Adopt the queue and socket the previous agent's keeper holds, if they still fit."""
+        """Adopt the queue and socket the previous agent left (fd store or keeper), if they fit."""
         port = self.config.backend.port
         with in_netns(self.host.netns):
-            got = take_over(self.tun_name, port)
+            got = self._holder.take(self.tun_name, self.gso, (self.host.public_ip, port))
         if got is None:
             return
-        tun_fd, sock_fd, meta = got
-        if meta.get("vnet_hdr") != self.gso or meta.get("bound") != [self.host.public_ip, port]:
-            os.close(tun_fd)  # another mode or address: start afresh
-            os.close(sock_fd)
-            return
+        tun_fd, sock_fd = got
+        os.set_blocking(tun_fd, False)  # as open_tun leaves it
         offloads = GSO_OFFLOADS if self.gso else 0
         self._tun = TunDevice(self.tun_name, tun_fd, self.gso, offloads, io.FileIO(tun_fd, "r+b", closefd=True))
         self._ifindex = 0  # learnt by _ensure_tun
         self._sock = socket.socket(fileno=sock_fd)
         self._bound = (self.host.public_ip, port)
-        log.info("took over %s and UDP %s:%d from the previous agent: no packet lost in between",
-                 self.tun_name, self.host.public_ip, port)
 
     def _ensure_keeper(self) -> None:
         if self._tun is None or self._sock is None or self._tun.closed:
             return
-        current = (self._tun.fd, self._sock.fileno())
-        if current == self._kept:
-            return
         port = self.config.backend.port
-        with in_netns(self.host.netns):  # the keeper's abstract socket lives in our namespace
-            self._keeper.start(*current, self.tun_name, port, {"vnet_hdr": self.gso,
-                                                               "bound": [self.host.public_ip, port]})
-        self._kept = current
+        with in_netns(self.host.netns):  # the keeper's socket is named after our namespace
+            self._holder.keep(self._tun.fd, self._sock.fileno(), self.tun_name, self.gso, (self.host.public_ip, port))
 
     def _stop_forwarding(self) -> None:
         """Before the TUN or the socket goes: the keeper would hold a stale queue or socket,
         and the forwarder's threads use both."""
-        self._keeper.stop()
-        self._kept = None
+        self._holder.drop()
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None
