@@ -9,7 +9,8 @@ revision seen, or, when that was compacted, the leases are listed again and diff
 the peer cache.
 
 Exit codes: 0 after SIGTERM/SIGINT (the lease and the data plane stay), 1 on a fatal
-error, 2 on bad flags, 3 when our lease was deleted or taken by someone else.
+error, 2 on bad flags, 3 when our lease was deleted or taken by someone else, 4 when the
+network config in etcd changed (config_guard.py): systemd starts the agent again on it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..etcd.watch import WatchBatch, WatchCompactedError
 from ..subnet.peer_rules import PeerRules
 from . import flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
+from .config_guard import EXIT_CONFIG_CHANGED, ConfigChanged, ConfigGuard
 from .feed import WatchFeed
 from .healthz import Health
 from .lease_keeper import RENEW_JOB, LeaseKeeper, LeaseLost
@@ -87,6 +89,9 @@ class Agent:
         except LeaseLost as exc:
             log.error("%s; exiting", exc)
             return EXIT_LEASE_LOST
+        except ConfigChanged as exc:
+            log.warning("%s", exc)
+            return EXIT_CONFIG_CHANGED
         except FlannelError as exc:
             log.error("%s", exc)
             return EXIT_FAILURE
@@ -107,6 +112,7 @@ class Agent:
                                   renew_margin(self.opts), self.scheduler)
         rules = PeerRules(up.config, up.own.subnet, up.attrs.public_ip, up.attrs.backend_type, up.attrs.backend_data)
         self.programmer = PeerProgrammer(up.backend, rules, self.notifier, self.errors, self._status)
+        self.config_guard = ConfigGuard(up.config, up.registry.config_key)
         self.health.stats = self._stats
         self.waiter.until_ok("list the leases", self._resync, (EtcdUnavailableError,))
         self.health.ready = True
@@ -156,7 +162,8 @@ class Agent:
     def _stats(self) -> dict[str, Any]:
         """/stats: the peers, what was turned away and why, and the backend's own counters."""
         backend_stats = getattr(self.up.backend, "stats", None)
-        return {**(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
+        running = {"config": {"Network": str(self.up.config.network), "Backend": self.up.config.backend.effective()}}
+        return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
 
     # --- following the leases ------------------------------------------------------------
 
@@ -220,10 +227,11 @@ class Agent:
     # --- timers (each returns the seconds until it is due again) -------------------------
 
     def _probe(self) -> float:
-        """A light request; it catches an etcd that went away without closing the stream."""
+        """A light request; it catches an etcd that went away without closing the stream.
+        It reads the network config, which must still be the one we run."""
         conn = self.registry.conn
         try:
-            conn.call(lambda client: client.get(self.registry.config_key))
+            value, _meta = conn.call(lambda client: client.get(self.registry.config_key))
         except EtcdUnavailableError as exc:
             was_ok = self.etcd_ok
             self._etcd_down(str(exc))
@@ -237,6 +245,7 @@ class Agent:
                      conn.endpoint.url, self.revision + 1)
             self.notifier.status(self._status())
         self._probe_backoff.reset()
+        self.config_guard.check(value)
         if self.feed is None:
             self._start_watch()
         return float(self.opts.etcd_probe_interval)
