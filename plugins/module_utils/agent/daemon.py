@@ -160,9 +160,10 @@ class Agent:
         return f"lease {self.keeper.own.subnet}, {len(self.programmer.peers.peers)} peer(s){rejected}"
 
     def _stats(self) -> dict[str, Any]:
-        """/stats: the peers, what was turned away and why, and the backend's own counters."""
+        """/stats: the network config it runs, the peers, what was turned away and why, and
+        the backend's own counters."""
         backend_stats = getattr(self.up.backend, "stats", None)
-        running = {"config": {"Network": str(self.up.config.network), "Backend": self.up.config.backend.effective()}}
+        running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
         return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
 
     # --- following the leases ------------------------------------------------------------
