@@ -1,8 +1,8 @@
 """The agent runs the network config that is in etcd: a change it sees ends it, so that it
 starts again on the new one (systemd's Restart=always, exit code EXIT_CONFIG_CHANGED).
 
-The config is read at every etcd probe (daemon.py), so a change reaches every host within
-one probe interval, with or without Ansible. Compared is what the config *means*
+The config key is watched (every agent sees a change at the same moment, with or without
+Ansible) and read at every etcd probe (daemon.py), which covers a broken or late watch. Compared is what the config *means*
 (``NetworkConfig.effective()``: defaults applied, Port 0 = the default port), so a config
 rewritten with other spelling or key order changes nothing. A config that is deleted or
 does not parse is not followed: the agent keeps the one it runs, says so once per value,

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
-from ..etcd.watch import WatchBatch, WatchCompactedError
+from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
 from . import flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
@@ -61,6 +61,7 @@ class Agent:
         self.programmer: PeerProgrammer
         self.revision = 0  # the last etcd revision whose lease events we have applied
         self.feed: WatchFeed | None = None
+        self.config_feed: WatchFeed | None = None  # <prefix>/config: every agent sees a change at once
         self._tokens = itertools.count(1)
         self.etcd_ok = True
         self._probe_backoff = Backoff(1.0, 5.0)
@@ -102,6 +103,7 @@ class Agent:
         self.notifier.stopping()
         if self.feed is not None:
             self.feed.cancel()
+        self._stop_config_watch()
         for resource in (self.bringup.backend, self.bringup.healthz, self.bringup.conn):
             if resource is not None:
                 resource.close()
@@ -128,6 +130,7 @@ class Agent:
         jobs.add("reconcile", self._reconcile, opts.reconcile_interval)
         jobs.add("firewall", self.up.firewall, opts.iptables_resync)
         self._start_watch()
+        self._start_config_watch()
         while not self.stopping:
             self._tick()
             try:
@@ -140,8 +143,13 @@ class Agent:
             jobs.run_due()
 
     def _dispatch(self, message: Message | None) -> None:
-        """Messages of the current watch feed; those of a replaced feed are stale."""
-        if self.feed is None or not isinstance(message, (WatchBatchArrived, WatchEnded)):
+        """Messages of the current watch feeds; those of a replaced feed are stale."""
+        if not isinstance(message, (WatchBatchArrived, WatchEnded)):
+            return
+        if self.config_feed is not None and message.token == self.config_feed.token:
+            self._config_message(message)
+            return
+        if self.feed is None:
             return
         if message.token != self.feed.token:
             return
@@ -190,6 +198,31 @@ class Agent:
         self.programmer.apply(others)
         self.revision = max(self.revision, batch.revision)
 
+    def _config_message(self, message: WatchBatchArrived | WatchEnded) -> None:
+        """The config key's events go to the guard; a broken config watch is opened again by
+        the next probe, which reads the config itself meanwhile."""
+        if isinstance(message, WatchEnded):
+            log.debug("the config watch stopped (%s)", message.error)
+            self._stop_config_watch()
+            return
+        for raw in message.batch.events:
+            if raw.key == self.registry.config_key.encode():
+                self.config_guard.check(None if type(raw).__name__ == "DeleteEvent" else raw.value)
+
+    def _start_config_watch(self) -> None:
+        key = self.registry.config_key
+        try:
+            # from now (revision 0): what changed before is what the probe reads
+            self.config_feed = WatchFeed(self.registry, 0, self.inbox, next(self._tokens),
+                                         opener=lambda rev: watch_prefix(self.registry.conn.client(), key, rev)).start()
+        except FlannelError as exc:
+            log.debug("cannot watch %s yet (%s); the probe reads it", key, exc)
+
+    def _stop_config_watch(self) -> None:
+        if self.config_feed is not None:
+            self.config_feed.cancel()
+            self.config_feed = None
+
     def _start_watch(self) -> None:
         try:
             self.feed = WatchFeed(self.registry, self.revision + 1, self.inbox, next(self._tokens)).start()
@@ -202,6 +235,7 @@ class Agent:
         if self.feed is not None:
             self.feed.cancel()
             self.feed = None
+        self._stop_config_watch()
 
     def _watch_failed(self, exc: Exception) -> None:
         self._stop_watch()
@@ -249,6 +283,8 @@ class Agent:
         self.config_guard.check(value)
         if self.feed is None:
             self._start_watch()
+        if self.config_feed is None:
+            self._start_config_watch()
         return float(self.opts.etcd_probe_interval)
 
     def _reconcile(self) -> float:
