@@ -1,6 +1,7 @@
 """The agent's start-up, step by step, each retried until it works (or a stop arrives):
 
-etcd and the network config -> the underlay -> the backend set up -> our lease acquired
+etcd and the network config -> the underlay -> what another backend of ours left removed ->
+the backend set up -> our lease acquired
 (or adopted from the module) -> the backend activated -> iptables -> the subnet file.
 Listing the peers and READY follow in daemon.py, once the loop's pieces exist.
 """
@@ -19,10 +20,12 @@ from typing import TypeVar
 
 from .. import systemd_fds
 from ..backends.base import Backend, BackendRuntime, LocalHost
+from ..backends.leftovers import remove_leftovers
 from ..backends.registry import make_backend
 from ..errors import ConfigError, EtcdUnavailableError, HostConflictError, HostNetworkError, LeaseError
 from ..etcd.connection import EtcdConnection, EtcdSettings
 from ..etcd.registry import LeaseRegistry
+from ..host.netlink import open_ipr
 from ..host.underlay import Underlay, find_underlay
 from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, AcquireResult, acquire
@@ -171,6 +174,8 @@ class BringUp:
 
     def _set_up_backend(self, config: NetworkConfig, underlay: Underlay) -> tuple[Backend, LeaseAttrs, int]:
         host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu)
+        with open_ipr(host.netns) as ipr:  # after a backend switch: the old backend's device and routes
+            remove_leftovers(ipr, config, underlay.index)
         # State (the udp peer table) lives next to the subnet file: /run, gone after a reboot, as it should.
         runtime = BackendRuntime(state_dir=os.path.dirname(os.path.abspath(self.opts.subnet_file)),
                                  fast_path=self.opts.udp_fast_path)

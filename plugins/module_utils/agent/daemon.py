@@ -9,7 +9,8 @@ revision seen, or, when that was compacted, the leases are listed again and diff
 the peer cache.
 
 Exit codes: 0 after SIGTERM/SIGINT (the lease and the data plane stay), 1 on a fatal
-error, 2 on bad flags, 3 when our lease was deleted or taken by someone else.
+error, 2 on bad flags, 3 when our lease was deleted or taken by someone else, 4 when the
+network config in etcd changed (config_guard.py): systemd starts the agent again on it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any
 from .. import systemd_fds
 from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
-from ..etcd.watch import WatchBatch, WatchCompactedError
+from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
 from . import flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
+from .config_guard import EXIT_CONFIG_CHANGED, ConfigChanged, ConfigGuard
 from .feed import WatchFeed
 from .healthz import Health
 from .lease_keeper import RENEW_JOB, LeaseKeeper, LeaseLost
@@ -60,6 +62,7 @@ class Agent:
         self.programmer: PeerProgrammer
         self.revision = 0  # the last etcd revision whose lease events we have applied
         self.feed: WatchFeed | None = None
+        self.config_feed: WatchFeed | None = None  # <prefix>/config: every agent sees a change at once
         self._tokens = itertools.count(1)
         self.etcd_ok = True
         self._probe_backoff = Backoff(1.0, 5.0)
@@ -88,6 +91,9 @@ class Agent:
         except LeaseLost as exc:
             log.error("%s; exiting", exc)
             return EXIT_LEASE_LOST
+        except ConfigChanged as exc:
+            log.warning("%s", exc)
+            return EXIT_CONFIG_CHANGED
         except FlannelError as exc:
             log.error("%s", exc)
             return EXIT_FAILURE
@@ -98,6 +104,7 @@ class Agent:
         self.notifier.stopping()
         if self.feed is not None:
             self.feed.cancel()
+        self._stop_config_watch()
         for resource in (self.bringup.backend, self.bringup.healthz, self.bringup.conn):
             if resource is not None:
                 resource.close()
@@ -108,6 +115,7 @@ class Agent:
                                   renew_margin(self.opts), self.scheduler)
         rules = PeerRules(up.config, up.own.subnet, up.attrs.public_ip, up.attrs.backend_type, up.attrs.backend_data)
         self.programmer = PeerProgrammer(up.backend, rules, self.notifier, self.errors, self._status)
+        self.config_guard = ConfigGuard(up.config, up.registry.config_key)
         self.health.stats = self._stats
         self.waiter.until_ok("list the leases", self._resync, (EtcdUnavailableError,))
         self.health.ready = True
@@ -123,6 +131,7 @@ class Agent:
         jobs.add("reconcile", self._reconcile, opts.reconcile_interval)
         jobs.add("firewall", self.up.firewall, opts.iptables_resync)
         self._start_watch()
+        self._start_config_watch()
         while not self.stopping:
             self._tick()
             try:
@@ -135,8 +144,13 @@ class Agent:
             jobs.run_due()
 
     def _dispatch(self, message: Message | None) -> None:
-        """Messages of the current watch feed; those of a replaced feed are stale."""
-        if self.feed is None or not isinstance(message, (WatchBatchArrived, WatchEnded)):
+        """Messages of the current watch feeds; those of a replaced feed are stale."""
+        if not isinstance(message, (WatchBatchArrived, WatchEnded)):
+            return
+        if self.config_feed is not None and message.token == self.config_feed.token:
+            self._config_message(message)
+            return
+        if self.feed is None:
             return
         if message.token != self.feed.token:
             return
@@ -155,9 +169,11 @@ class Agent:
         return f"lease {self.keeper.own.subnet}, {len(self.programmer.peers.peers)} peer(s){rejected}"
 
     def _stats(self) -> dict[str, Any]:
-        """/stats: the peers, what was turned away and why, and the backend's own counters."""
+        """/stats: the network config it runs, the peers, what was turned away and why, and
+        the backend's own counters."""
         backend_stats = getattr(self.up.backend, "stats", None)
-        return {**(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
+        running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
+        return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
 
     # --- following the leases ------------------------------------------------------------
 
@@ -183,6 +199,31 @@ class Agent:
         self.programmer.apply(others)
         self.revision = max(self.revision, batch.revision)
 
+    def _config_message(self, message: WatchBatchArrived | WatchEnded) -> None:
+        """The config key's events go to the guard; a broken config watch is opened again by
+        the next probe, which reads the config itself meanwhile."""
+        if isinstance(message, WatchEnded):
+            log.debug("the config watch stopped (%s)", message.error)
+            self._stop_config_watch()
+            return
+        for raw in message.batch.events:
+            if raw.key == self.registry.config_key.encode():
+                self.config_guard.check(None if type(raw).__name__ == "DeleteEvent" else raw.value)
+
+    def _start_config_watch(self) -> None:
+        key = self.registry.config_key
+        try:
+            # from now (revision 0): what changed before is what the probe reads
+            self.config_feed = WatchFeed(self.registry, 0, self.inbox, next(self._tokens),
+                                         opener=lambda rev: watch_prefix(self.registry.conn.client(), key, rev)).start()
+        except FlannelError as exc:
+            log.debug("cannot watch %s yet (%s); the probe reads it", key, exc)
+
+    def _stop_config_watch(self) -> None:
+        if self.config_feed is not None:
+            self.config_feed.cancel()
+            self.config_feed = None
+
     def _start_watch(self) -> None:
         try:
             self.feed = WatchFeed(self.registry, self.revision + 1, self.inbox, next(self._tokens)).start()
@@ -195,6 +236,7 @@ class Agent:
         if self.feed is not None:
             self.feed.cancel()
             self.feed = None
+        self._stop_config_watch()
 
     def _watch_failed(self, exc: Exception) -> None:
         self._stop_watch()
@@ -221,10 +263,11 @@ class Agent:
     # --- timers (each returns the seconds until it is due again) -------------------------
 
     def _probe(self) -> float:
-        """A light request; it catches an etcd that went away without closing the stream."""
+        """A light request; it catches an etcd that went away without closing the stream.
+        It reads the network config, which must still be the one we run."""
         conn = self.registry.conn
         try:
-            conn.call(lambda client: client.get(self.registry.config_key))
+            value, _meta = conn.call(lambda client: client.get(self.registry.config_key))
         except EtcdUnavailableError as exc:
             was_ok = self.etcd_ok
             self._etcd_down(str(exc))
@@ -238,8 +281,11 @@ class Agent:
                      conn.endpoint.url, self.revision + 1)
             self.notifier.status(self._status())
         self._probe_backoff.reset()
+        self.config_guard.check(value)
         if self.feed is None:
             self._start_watch()
+        if self.config_feed is None:
+            self._start_config_watch()
         return float(self.opts.etcd_probe_interval)
 
     def _reconcile(self) -> float:

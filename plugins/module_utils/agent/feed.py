@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterator
 
 from ..etcd.registry import LeaseRegistry
+from ..etcd.watch import WatchBatch
 from .messages import Message, WatchBatchArrived, WatchEnded
+
+Opener = Callable[[int], tuple[Iterator[WatchBatch], Callable[[], None]]]
 
 
 class WatchFeed:
@@ -19,11 +23,12 @@ class WatchFeed:
     any reason other than cancel()."""
 
     def __init__(self, store: LeaseRegistry, start_revision: int, inbox: queue.SimpleQueue[Message],
-                 token: int) -> None:
+                 token: int, opener: Opener | None = None) -> None:
+        """*opener*: another watch than the leases' (``store.watch``), e.g. the config key's."""
         self.start_revision = start_revision
         self.token = token
         self._inbox = inbox
-        self._batches, self._cancel = store.watch(start_revision)  # lazy: nothing is sent yet
+        self._batches, self._cancel = (opener or store.watch)(start_revision)  # lazy: nothing is sent yet
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"watch-{token}", daemon=True)
 

@@ -51,6 +51,21 @@ def _no_identities(_data: dict[str, Any] | None) -> tuple[str, ...]:
     return ()
 
 
+def _not_via_underlay(_backend: BackendConfig) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class OwnDevice:
+    """The network device a backend creates: its link kind, the names it may have (a
+    regular expression, full match) and the name the current config gives it. Another
+    backend's agent that finds such a device removes it (backends/leftovers.py)."""
+
+    kind: str  # IFLA_INFO_KIND: "vxlan", "tun"
+    pattern: str
+    name: Callable[[BackendConfig], str]
+
+
 @dataclass(frozen=True)
 class BackendRuntime:
     """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
@@ -74,6 +89,9 @@ class BackendSpec:
     check_peer_data: Callable[[dict[str, Any] | None, BackendConfig], str | None] = _any_peer_data
     # What in a peer's BackendData no two peers may share ("VtepMAC 02:..."): the older keeps it.
     peer_identities: Callable[[dict[str, Any] | None], tuple[str, ...]] = _no_identities
+    device: OwnDevice | None = None  # the device it creates (host-gw: none)
+    # Whether its routes (proto RTPROT_OVERLAYNET) may go out of the underlay interface.
+    routes_via_underlay: Callable[[BackendConfig], bool] = _not_via_underlay
 
     def default(self, name: str) -> Any:
         known = self.fields.get(name)

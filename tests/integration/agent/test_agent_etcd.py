@@ -604,3 +604,71 @@ def test_a_wrong_password_ends_the_agent_with_the_fix_named(lab, prefix, secured
     log = agent.log()
     assert cluster.endpoint in log and "check etcd_username/etcd_password" in log, log
     assert wrong not in log
+
+
+
+# --- a config change on a running cluster (the agent runs the config that is in etcd) ----
+
+EXIT_CONFIG_CHANGED = 4
+
+
+def put_backend(etcd: EtcdCtl, prefix: str, backend: dict) -> None:
+    etcd.etcdctl("put", f"{prefix}/config", json.dumps({"Network": NETWORK, "Backend": backend}))
+
+
+def links_of(host: Host) -> set[str]:
+    return {link["ifname"] for link in json.loads(netns.ip(host.ns, "-j", "link", "show") or "[]")}
+
+
+def test_a_backend_switch_in_etcd_ends_the_agent_and_its_successor_cleans_up(lab, prefix):
+    """host-gw -> udp -> vxlan: each change ends the running agent with code 4 (systemd starts
+    it again); the next one removes what the old backend left (host-gw's routes over the
+    underlay, flannel0), keeps the subnet, advertises the new backend and writes its MTU."""
+    put_backend(lab.etcd, prefix, {"Type": "host-gw"})
+    h1 = new_host(lab, "h1")
+    peer_ip = lab.address(next(_addresses))
+    put_fake_peer(lab.etcd, prefix, "10.5.200.0/24", peer_ip)
+    agent = Agent(lab, h1, prefix).start()
+    agent.wait_ready()
+    subnet = agent.subnet_env()["FLANNEL_SUBNET"]
+    wait_until(lambda: "10.5.200.0/24" in h1.routes(), 10, "the host-gw route to the fake peer")
+
+    for backend, device, mtu, gone in (("udp", "flannel0", "1472", None), ("vxlan", "flannel.1", "1450", "flannel0")):
+        put_backend(lab.etcd, prefix, {"Type": backend})
+        assert agent.wait(timeout=10) == EXIT_CONFIG_CHANGED
+        assert f"-> '{backend}'" in agent.log(), agent.log()  # "Backend.Type 'host-gw' -> 'udp'"
+        agent = Agent(lab, h1, prefix).start()
+        agent.wait_ready()
+        assert agent.subnet_env()["FLANNEL_SUBNET"] == subnet
+        assert agent.subnet_env()["FLANNEL_MTU"] == mtu
+        assert device in links_of(h1)
+        if gone:
+            assert gone not in links_of(h1), links_of(h1)
+            assert f"removed udp device {gone}" in agent.log(), agent.log()
+        # the host-gw route over the underlay is gone (udp would never sweep it itself)
+        assert not {dst: gw for dst, gw in h1.routes().items() if gw == peer_ip}, h1.routes()
+        own = leases_in(lab.etcd, prefix)[own_key(agent)]
+        assert own.get("BackendType") == (None if backend == "udp" else backend), own
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
+def test_a_config_with_the_same_meaning_or_a_broken_one_is_not_followed(lab, prefix):
+    put_backend(lab.etcd, prefix, {"Type": "host-gw"})
+    agent = Agent(lab, new_host(lab, "h1"), prefix).start()
+    agent.wait_ready()
+    # the same network, other spelling: keys reordered, the defaults spelled out
+    lab.etcd.etcdctl("put", f"{prefix}/config", json.dumps(
+        {"Backend": {"Type": "host-gw"}, "SubnetLen": 24, "Network": NETWORK}))
+    lab.etcd.etcdctl("put", f"{prefix}/config", '{"Network": "10.5.0.0/16", "Backend": {"Type": "nope"}}')
+    wait_until(lambda: "ignoring the network config" in agent.log(), 10, "the broken config to be reported")
+    lab.etcd.etcdctl("del", f"{prefix}/config")
+    wait_until(lambda: "was deleted" in agent.log(), 10, "the deleted config to be reported")
+    time.sleep(2)
+    assert agent.alive(), agent.log()
+    assert agent.log().count("ignoring the network config") == 1, agent.log()  # once per value
+    put_config(lab.etcd, prefix)  # back to the one it runs: nothing happens
+    time.sleep(2)
+    assert agent.alive(), agent.log()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0

@@ -42,13 +42,12 @@ from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ...subnet.peer_rules import PeerRules
 from ..base import BackendRuntime, BackendSetup, LocalHost
-from . import OVERHEAD, SPEC
+from . import OVERHEAD, SPEC, TUN_NAME
 from .forwarder import Forwarder
 from .holder import Holder, make_holder
 from .table import PeerRoute
 from .wire import WIRE_VERSION
 
-TUN_NAME = "flannel0"
 STATE_FILE = "udp-peers.json"  # in the runtime state dir: the peer table across restarts
 FAST_PATH_KEY = "Overlaynet"
 SOCKET_BUFFER = 8 * 1024 * 1024  # room for bursts of 64 KiB datagrams

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ...errors import shown
-from ..spec import BackendSpec, ConfigField
+from ..spec import BackendSpec, ConfigField, OwnDevice
 from .mac import vtep_mac
 
 if TYPE_CHECKING:
@@ -59,6 +59,14 @@ def check_peer_data(data: dict[str, Any] | None, backend: BackendConfig) -> str 
     return None
 
 
+def device_name(backend: BackendConfig) -> str:
+    return f"flannel.{backend.vni}"
+
+
+def direct_routing(backend: BackendConfig) -> bool:
+    return backend.direct_routing
+
+
 def peer_identities(data: dict[str, Any] | None) -> tuple[str, ...]:
     mac = vtep_mac_of(data)
     return (f"VtepMAC {mac}",) if mac is not None else ()
@@ -82,4 +90,6 @@ SPEC = BackendSpec(
     module_lease_data=lease_data,
     check_peer_data=check_peer_data,
     peer_identities=peer_identities,
+    device=OwnDevice("vxlan", r"flannel\.[0-9]+", device_name),
+    routes_via_underlay=direct_routing,  # DirectRouting: peers on our link are routed directly
 )

@@ -24,7 +24,7 @@ from ...host import netlink as nl
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ..base import BackendSetup, KernelBackend, LocalHost
-from . import SPEC, backend_data, vtep_mac_of
+from . import SPEC, backend_data, device_name, vtep_mac_of
 from .mac import vtep_mac
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class VxlanBackend(KernelBackend):
 
     @property
     def device_name(self) -> str:
-        return f"flannel.{self._config.backend.vni}"
+        return device_name(self._config.backend)
 
     @property
     def mac(self) -> str:

@@ -1,0 +1,97 @@
+"""The other hosts' leases -> the backend: which leases are peers (subnet/peer_rules.py
+decides; a rejected lease is logged once with its reason and counted), and the calls that
+program them. One peer the backend fails on is logged and skipped; the next repair round
+retries it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..backends.base import Backend
+from ..errors import named
+from ..etcd.registry import SubnetEvent
+from ..subnet.lease import Lease
+from ..subnet.peer_rules import PeerRules
+from .logs import RepeatingErrors
+from .notify import Notifier
+from .peers import PeerCache, PeerChange
+
+log = logging.getLogger("flannel-agent")
+_DONE = {"add": "added", "remove": "removed", "update": "updated"}
+
+
+class PeerProgrammer:
+    def __init__(self, backend: Backend, rules: PeerRules, notifier: Notifier, errors: RepeatingErrors,
+                 status: Callable[[], str]) -> None:
+        self.backend = backend
+        self.rules = rules
+        self._notifier = notifier
+        self._errors = errors
+        self._status = status
+        self.peers = PeerCache(rules.select)
+        self.malformed: dict[str, str] = {}  # keys holding no lease -> why
+        self._reported: dict[str, str] = {}  # what was last logged per key (logged once)
+
+    def apply(self, events: Iterable[SubnetEvent]) -> None:
+        """A batch of watch events on other hosts' keys; one re-selection for all of them."""
+        events = list(events)
+        for event in events:
+            if event.kind == "put" and event.lease is None:
+                self.malformed[event.key] = event.error or "no lease"
+            else:
+                self.malformed.pop(event.key, None)
+        self._program(self.peers.apply_all(events))
+
+    def resync(self, leases: Iterable[Lease], malformed: dict[str, str]) -> None:
+        self.malformed = dict(malformed)
+        self._program(self.peers.resync(leases))
+
+    def stats(self) -> dict[str, Any]:
+        """/stats "leases": how many peers are programmed, and which keys were turned away, why."""
+        return {"leases": {"peers": len(self.peers.peers), "rejected": dict(self.peers.rejected),
+                           "malformed": dict(self.malformed)}}
+
+    def _program(self, changes: list[PeerChange]) -> None:
+        self._report()
+        self.program(changes)
+
+    def _report(self) -> None:
+        """Log each rejected or malformed key once per reason, and when it is accepted again."""
+        now = {**{key: f"malformed: {why}" for key, why in self.malformed.items()},
+               **{key: f"rejected: {why}" for key, why in self.peers.rejected.items()}}
+        for key, why in now.items():
+            if self._reported.get(key) != why:
+                log.warning("lease %s %s", named(key), why)
+        for key in set(self._reported) - set(now):
+            if key in self.peers.peers:
+                log.info("lease %s is accepted now", key)
+        self._reported = now
+
+    def program(self, changes: list[PeerChange]) -> None:
+        for change in changes:
+            lease = change.lease
+            where = f"{lease.subnet} at {lease.attrs.public_ip}"
+            if change.kind in ("remove", "update"):
+                _backend_call("remove", self.backend.remove_peer, change.old or lease, where)
+            if change.kind in ("add", "update"):
+                _backend_call("add", self.backend.add_peer, lease, where)
+            log.info("peer %s: %s", _DONE[change.kind], where)
+        if changes:
+            self._notifier.status(self._status())
+
+    def reconcile(self) -> None:
+        """Drift repair: the backend re-creates what is missing; an error is logged once."""
+        try:
+            self.backend.reconcile(dict(self.peers.peers))
+            self._errors.ok("reconcile")
+        except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+            self._errors.failed("reconcile", f"data-plane repair failed: {exc}")
+
+
+def _backend_call(what: str, call: Callable[[Lease], None], lease: Lease, where: str) -> None:
+    try:
+        call(lease)
+    except Exception as exc:  # noqa: BLE001 - one bad peer must not stop the agent
+        log.error("could not %s peer %s: %s (the next repair round retries)", what, where, exc)

@@ -1,0 +1,107 @@
+"""What the engine knows of a backend without loading it: the facts each backend declares.
+
+A backend package (``backends/<name>/__init__.py``) defines one ``SPEC``; ``registry.py``
+lists the packages. The config model validates ``Backend`` fields with ``SPEC.fields``, the
+lease module writes ``SPEC.lease_type`` and ``SPEC.module_lease_data``, the MTU comes from
+``SPEC.overlay_mtu``; the implementation class (netlink, sockets, threads) is imported only
+when an agent or a test asks the registry for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..subnet.config import BackendConfig
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of the Backend section: its JSON type, default and allowed range."""
+
+    kind: type
+    default: Any = None
+    low: int | None = None
+    high: int | None = None
+    hint: str = ""  # appended to a range error, e.g. "0: the default"
+
+    def check(self, name: str, value: Any) -> None:
+        # bool is an int in Python; a JSON true is not a valid VNI.
+        if (isinstance(value, bool) and self.kind is not bool) or not issubclass(type(value), self.kind):
+            raise ConfigError(f"Backend {name} {value!r} must be a {self.kind.__name__}")
+        if isinstance(value, int) and self.low is not None and self.high is not None \
+                and not self.low <= value <= self.high:
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ConfigError(f"Backend {name} {value} is out of range; use {self.low}..{self.high}{hint}")
+
+
+def _no_lease_data(_backend: BackendConfig, _public_ip: str) -> dict[str, Any] | None:
+    return None
+
+
+def _any_peer_data(_data: dict[str, Any] | None, _backend: BackendConfig) -> str | None:
+    return None
+
+
+def _no_identities(_data: dict[str, Any] | None) -> tuple[str, ...]:
+    return ()
+
+
+def _not_via_underlay(_backend: BackendConfig) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class OwnDevice:
+    """The network device a backend creates: its link kind, the names it may have (a
+    regular expression, full match) and the name the current config gives it. Another
+    backend's agent that finds such a device removes it (backends/leftovers.py)."""
+
+    kind: str  # IFLA_INFO_KIND: "vxlan", "tun"
+    pattern: str
+    name: Callable[[BackendConfig], str]
+
+
+@dataclass(frozen=True)
+class BackendRuntime:
+    """How the agent runs a backend, beyond the config: what a backend does not need, it ignores."""
+
+    state_dir: str | None = None  # where it may keep state across restarts (None: keep none)
+    fast_path: bool = True  # our own faster wire format between our agents, where it has one (udp)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    type: str  # Backend.Type in the network config
+    implementation: str  # "<module>:<class>" inside the backend's package, imported on demand
+    fields: Mapping[str, ConfigField] = field(default_factory=dict)  # canonical names
+    overhead: int = 0  # bytes the encapsulation takes from the underlay MTU
+    lease_type: str = ""  # BackendType its leases carry ("" = none, as upstream's udp)
+    needs_l2_adjacency: bool = False  # every peer must be on our underlay link
+    mtu_field: str | None = None  # a Backend field that, when set, stands for the underlay MTU (upstream's)
+    # What flannel_lease can write before the agent runs (the agent's setup() has the last word).
+    module_lease_data: Callable[[BackendConfig, str], dict[str, Any] | None] = _no_lease_data
+    # Why a peer's BackendData cannot be programmed (None: it can), given our Backend config.
+    check_peer_data: Callable[[dict[str, Any] | None, BackendConfig], str | None] = _any_peer_data
+    # What in a peer's BackendData no two peers may share ("VtepMAC 02:..."): the older keeps it.
+    peer_identities: Callable[[dict[str, Any] | None], tuple[str, ...]] = _no_identities
+    device: OwnDevice | None = None  # the device it creates (host-gw: none)
+    # Whether its routes (proto RTPROT_OVERLAYNET) may go out of the underlay interface.
+    routes_via_underlay: Callable[[BackendConfig], bool] = _not_via_underlay
+
+    def default(self, name: str) -> Any:
+        known = self.fields.get(name)
+        return None if known is None else known.default
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: f.default for name, f in self.fields.items() if f.default is not None}
+
+    def overlay_mtu(self, backend: BackendConfig, underlay_mtu: int) -> int:
+        """The device's and subnet.env's MTU: the underlay's (or the Backend's MTU field, which
+        upstream flannel reads as the underlay MTU) less the encapsulation."""
+        explicit = backend.get(self.mtu_field) if self.mtu_field else None
+        return (int(explicit) if explicit else underlay_mtu) - self.overhead

@@ -1,0 +1,189 @@
+#!/usr/bin/python
+# Copyright: overlaynet.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: etcd_network_config
+short_description: Manage the flannel network config in etcd
+version_added: 0.1.0
+description:
+  - Writes, checks or removes the cluster network config at C(<etcd_prefix>/config), in the JSON format
+    flannel reads.
+  - The stored config is compared semantically, with flannel's defaults applied (for example an explicit
+    C(SubnetLen) of 24 equals an omitted one on a /16), not as text.
+  - A change of O(network), O(subnet_len) or the subnet range that would leave existing leases outside the
+    new range is refused unless O(force=true).
+  - The Backend section is always written explicitly (C(vxlan) unless told otherwise), because flannel
+    reads a missing Backend as C(udp).
+options:
+  state:
+    description:
+      - V(present) makes the stored config equal to the options; V(absent) deletes it (refused while leases
+        exist, unless O(force=true)).
+    type: str
+    choices: [present, absent]
+    default: present
+  network:
+    description:
+      - The cluster network (IPv4 CIDR) from which every host leases a subnet, for example V(10.5.0.0/16).
+      - Required when O(state=present). A network longer than /28 is too small.
+    type: str
+  subnet_len:
+    description:
+      - Prefix length of each host's subnet. Default (flannel) 24 for a /22 or larger network, else the
+        network's prefix + 2. At most 30, and at least the network's prefix + 2.
+    type: int
+  subnet_min:
+    description:
+      - First subnet that may be leased (default the second subnet of the network). Must be inside the
+        network and aligned to O(subnet_len).
+    type: str
+  subnet_max:
+    description:
+      - Last subnet that may be leased (default the last subnet of the network).
+    type: str
+  backend:
+    description:
+      - The data plane flannel agents use.
+    type: dict
+    default: {}
+    suboptions:
+      type:
+        description:
+          - Backend type.
+        type: str
+        choices: [vxlan, host-gw, udp]
+        default: vxlan
+      vni:
+        description:
+          - VXLAN network identifier (vxlan; flannel's default 1).
+        type: int
+      port:
+        description:
+          - UDP port (vxlan default 8472, udp default 8285).
+        type: int
+      direct_routing:
+        description:
+          - vxlan only; route directly (like host-gw) to peers on the same L2 network.
+        type: bool
+  force:
+    description:
+      - Overwrite a malformed stored config, strand existing leases, or delete the config while leases exist.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - overlaynet.flannel.etcd
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change without writing to etcd.
+  diff_mode:
+    support: full
+    description: Shows the stored JSON before and after.
+author:
+  - Overlaynet Flannel Team (@overlaynet)
+"""
+
+EXAMPLES = r"""
+- name: The cluster network, vxlan backend
+  overlaynet.flannel.etcd_network_config:
+    network: 10.5.0.0/16
+    etcd_endpoints: ["https://10.0.0.10:2379", "https://10.0.0.11:2379"]
+    etcd_ca_file: /etc/etcd/ca.pem
+
+- name: host-gw with /26 subnets between two bounds
+  overlaynet.flannel.etcd_network_config:
+    network: 10.6.0.0/16
+    subnet_len: 26
+    subnet_min: 10.6.1.0
+    subnet_max: 10.6.9.192
+    backend:
+      type: host-gw
+
+- name: Remove the config (refused while hosts hold leases)
+  overlaynet.flannel.etcd_network_config:
+    state: absent
+"""
+
+RETURN = r"""
+config:
+  description: The config document as stored after the run (absent when deleted).
+  returned: success
+  type: dict
+  sample: {"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}
+effective:
+  description: The stored config with every flannel default applied.
+  returned: success
+  type: dict
+  sample: {"Network": "10.5.0.0/16", "SubnetLen": 24, "SubnetMin": "10.5.1.0", "SubnetMax": "10.5.255.0"}
+stranded_leases:
+  description: Lease keys that lie outside the new config (only with O(force=true)).
+  returned: success
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import BACKEND_TYPES
+from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_BACKEND
+from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
+from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
+    ETCD_ARGUMENT_SPEC,
+    lease_registry,
+)
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
+    desired_document,
+    ensure_network_config,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            ETCD_ARGUMENT_SPEC,
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            network=dict(type="str"),
+            subnet_len=dict(type="int"),
+            subnet_min=dict(type="str"),
+            subnet_max=dict(type="str"),
+            backend=dict(
+                type="dict",
+                default={},
+                options=dict(
+                    type=dict(type="str", choices=list(BACKEND_TYPES), default=DEFAULT_BACKEND),
+                    vni=dict(type="int"),
+                    port=dict(type="int"),
+                    direct_routing=dict(type="bool"),
+                ),
+            ),
+            force=dict(type="bool", default=False),
+        ),
+        required_if=[("state", "present", ["network"])],
+        supports_check_mode=True,
+    )
+    for package in ("netaddr", "python3-etcd3"):
+        if package in MISSING:
+            module.fail_json(msg=missing_required_lib(package), exception=MISSING[package])
+    p = module.params
+    desired = None
+    if p["state"] == "present":
+        desired = desired_document(p["network"], p["subnet_len"], p["subnet_min"], p["subnet_max"], p["backend"])
+    try:
+        with lease_registry(p) as registry:
+            outcome = ensure_network_config(registry, p["state"], desired, p["force"], module.check_mode)
+    except FlannelError as exc:
+        module.fail_json(msg=str(exc))
+    result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
+                  stranded_leases=outcome.stranded)
+    if module._diff and outcome.changed:
+        result["diff"] = dict(before=(outcome.before or "") + "\n", after=(outcome.after or "") + "\n",
+                              before_header=registry.conn.endpoint.url, after_header=registry.conn.endpoint.url)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""A ping that runs while something happens (a backend switch, an agent killed), then says
+how many replies were lost and the longest stretch without one.
+
+The ping runs inside a lab machine (iputils ``ping -i 0.1``: one request every 100 ms, as
+root may) and is stopped by its PID inside the machine (``kill -INT``, so it prints its
+summary); every reply line carries its ``icmp_seq``, the gaps between them are the losses.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+_SEQ = re.compile(r"icmp_seq=(\d+)")
+_SENT = re.compile(r"(\d+) packets transmitted")
+
+
+class Runner(Protocol):
+    """A lab machine: where the ping runs (``lab.machines.Machine``)."""
+
+    name: str
+
+    @property
+    def leader_pid(self) -> int: ...
+
+    def run(self, cmd: list[str], *, check: bool = ...) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True)
+class PingLoss:
+    source: str
+    target: str
+    sent: int
+    received: int
+    longest_gap: float  # seconds without a reply (interval x the longest run of missing seqs)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+    def __str__(self) -> str:
+        return (f"{self.source} -> {self.target}: {self.lost} of {self.sent} lost, "
+                f"longest gap {self.longest_gap:.1f} s")
+
+
+def summarize(output: str, interval: float, source: str = "", target: str = "") -> PingLoss:
+    """Losses from ping's output: replies by icmp_seq, requests from its summary line."""
+    seqs = sorted({int(m) for m in _SEQ.findall(output)})
+    sent_match = _SENT.search(output)
+    sent = int(sent_match.group(1)) if sent_match else (seqs[-1] if seqs else 0)
+    # seqs start at 1; a missing first reply counts from 0, missing last ones up to sent
+    edges = [0, *seqs, sent + 1]
+    longest = max((b - a - 1 for a, b in zip(edges, edges[1:], strict=False)), default=0)
+    return PingLoss(source, target, sent, len(seqs), longest * interval)
+
+
+class PingWatch:
+    def __init__(self, machine: Runner, target: str, interval: float = 0.1) -> None:
+        self.machine, self.target, self.interval = machine, target, interval
+        self._proc: subprocess.Popen[str] | None = None
+        self._pid: str = ""
+
+    def start(self) -> PingWatch:
+        # sh prints its PID and execs ping: that PID is ping's, inside the machine
+        argv = ["nsenter", f"--target={self.machine.leader_pid}", "--all", "--", "sh", "-c",
+                f'echo "$$"; exec ping -n -i {self.interval:g} -W 1 {self.target}']
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self._proc.stdout is not None
+        self._pid = self._proc.stdout.readline().strip()
+        if not self._pid.isdigit():
+            raise RuntimeError(f"ping on {self.machine.name} did not start: {self._pid}")
+        return self
+
+    def stop(self) -> PingLoss:
+        assert self._proc is not None
+        self.machine.run(["kill", "-INT", self._pid], check=False)
+        try:
+            output, _ = self._proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            output, _ = self._proc.communicate()
+        return summarize(output, self.interval, self.machine.name, self.target)

@@ -1,0 +1,84 @@
+"""The agent runs the network config that is in etcd: a change it sees ends it, so that it
+starts again on the new one (systemd's Restart=always, exit code EXIT_CONFIG_CHANGED).
+
+The config key is watched (every agent sees a change at the same moment, with or without
+Ansible) and read at every etcd probe (daemon.py), which covers a broken or late watch. Compared is what the config *means*
+(``NetworkConfig.effective()``: defaults applied, Port 0 = the default port), so a config
+rewritten with other spelling or key order changes nothing. A config that is deleted or
+does not parse is not followed: the agent keeps the one it runs, says so once per value,
+and picks up the next valid one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import ConfigError, shown
+from ..subnet.config import NetworkConfig
+
+EXIT_CONFIG_CHANGED = 4
+_UNSET = object()
+log = logging.getLogger("flannel-agent")
+
+
+class ConfigChanged(Exception):
+    """The network config in etcd now means something else than the one this agent runs."""
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(running: NetworkConfig, new: NetworkConfig) -> list[str]:
+    """'Backend.Type vxlan -> udp', one per setting whose effective value differs."""
+    old_flat, new_flat = _flat(running.effective()), _flat(new.effective())
+
+    def value(doc: dict[str, Any], name: str) -> str:
+        return shown(doc[name]) if name in doc else "unset"
+
+    names = sorted(set(old_flat) | set(new_flat))
+    return [f"{name} {value(old_flat, name)} -> {value(new_flat, name)}"
+            for name in names if old_flat.get(name, _UNSET) != new_flat.get(name, _UNSET)]
+
+
+class ConfigGuard:
+    """Checks each config value read from etcd against the config this agent runs."""
+
+    def __init__(self, running: NetworkConfig, key: str) -> None:
+        self.running = running
+        self.key = key
+        self._seen: bytes | None = running.to_json().encode()
+        self._reported: bytes | None = None  # the last value we logged about (once per value)
+
+    def check(self, raw: bytes | None) -> None:
+        """Raise ConfigChanged when *raw* (the key's value; None: absent) means another network."""
+        if raw is not None and raw == self._seen:
+            return
+        if raw is None:
+            self._once(b"", "the network config at %s was deleted; running on with the one we started with",
+                       self.key)
+            return
+        try:
+            new = NetworkConfig.from_json(raw, where=f"network config at {self.key}")
+        except ConfigError as exc:
+            self._once(raw, "ignoring the network config at %s: %s; running on with the one we started with",
+                       self.key, exc)
+            return
+        changed = differences(self.running, new)
+        if not changed:
+            self._seen = raw  # the same network, written differently
+            return
+        raise ConfigChanged(f"the network config at {self.key} changed ({'; '.join(changed)}); "
+                            f"exiting with code {EXIT_CONFIG_CHANGED} to start again on it")
+
+    def _once(self, value: bytes, message: str, *args: Any) -> None:
+        if value != self._reported:
+            self._reported = value
+            log.warning(message, *args)
