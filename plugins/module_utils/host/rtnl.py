@@ -144,7 +144,7 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _socket_in(netns: str | None) -> socket.socket:
+def socket_in(netns: str | None) -> socket.socket:
     """A NETLINK_ROUTE socket in the named netns (entered by this thread only, for the
     socket() call: a socket stays in the namespace it was made in), or in the current one."""
     if netns is None:
@@ -173,7 +173,7 @@ class Rtnl:
     def __init__(self, netns: str | None = None) -> None:
         where = f"network namespace {netns!r}" if netns else "the current network namespace"
         try:
-            self._sock = _socket_in(netns)
+            self._sock = socket_in(netns)
         except OSError as exc:
             raise HostNetworkError(f"cannot open netlink in {where}: {exc}") from None
         self._sock.bind((0, 0))
@@ -238,16 +238,7 @@ class Rtnl:
             data = self._sock.recv(1 << 20)
         except OSError as exc:  # ENOBUFS: acks were lost; the caller's next round repairs
             raise HostNetworkError(f"reading netlink answers failed: {exc}") from None
-        out = []
-        view = memoryview(data)
-        offset, end = 0, len(data)
-        while offset + 16 <= end:
-            length, kind, flags, seq, _pid = _HDR.unpack_from(data, offset)
-            if length < 16:
-                break
-            out.append((kind, flags, seq, view[offset + 16:offset + length]))
-            offset += (length + 3) & ~3
-        return out
+        return messages(data)
 
     # ---- dumps ----------------------------------------------------------------------------
 
@@ -279,18 +270,9 @@ class Rtnl:
         (the ones a `replace` of ours would hit; routes with other metrics are their owners')."""
         found: dict[str, RouteSpec] = {}
         for msg in self._dump("routes", RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-            _fam, dst_len, _src, tos, table, proto, _scope, rtype, flags = _RTMSG.unpack_from(msg)
-            if rtype != RTN_UNICAST or tos:
-                continue
-            attrs = _attrs(msg, _RTMSG.size)
-            if RTA_TABLE in attrs:
-                table = _U32.unpack(attrs[RTA_TABLE])[0]
-            if table != MAIN_TABLE or (RTA_PRIORITY in attrs and _U32.unpack(attrs[RTA_PRIORITY])[0]):
-                continue
-            dst = f"{socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else '0.0.0.0'}/{dst_len}"
-            gateway = socket.inet_ntoa(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
-            oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
-            found.setdefault(dst, RouteSpec(dst, gateway, oif, bool(flags & RTNH_F_ONLINK), proto))
+            route = route_of(msg)
+            if route is not None:
+                found.setdefault(route.dst, route)
         return found
 
     def neighbours(self, index: int) -> dict[str, str]:
@@ -315,6 +297,37 @@ class Rtnl:
             if len(attrs.get(NDA_DST, b"")) == 4 and attrs.get(NDA_LLADDR):
                 found.setdefault(attrs[NDA_LLADDR].hex(":"), set()).add(socket.inet_ntoa(attrs[NDA_DST]))
         return found
+
+
+def messages(data: bytes) -> list[tuple[int, int, int, memoryview]]:
+    """(type, flags, seq, payload) of every netlink message in one datagram."""
+    out = []
+    view = memoryview(data)
+    offset, end = 0, len(data)
+    while offset + 16 <= end:
+        length, kind, flags, seq, _pid = _HDR.unpack_from(data, offset)
+        if length < 16:
+            break
+        out.append((kind, flags, seq, view[offset + 16:offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+def route_of(msg: memoryview) -> RouteSpec | None:
+    """The route of an RTM_NEWROUTE payload, when it is an IPv4 unicast route of the main
+    table with tos 0 and metric 0; else None."""
+    family, dst_len, _src, tos, table, proto, _scope, rtype, flags = _RTMSG.unpack_from(msg)
+    if family != socket.AF_INET or rtype != RTN_UNICAST or tos:
+        return None
+    attrs = _attrs(msg, _RTMSG.size)
+    if RTA_TABLE in attrs:
+        table = _U32.unpack(attrs[RTA_TABLE])[0]
+    if table != MAIN_TABLE or (RTA_PRIORITY in attrs and _U32.unpack(attrs[RTA_PRIORITY])[0]):
+        return None
+    dst = f"{socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else '0.0.0.0'}/{dst_len}"
+    gateway = socket.inet_ntoa(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
+    oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
+    return RouteSpec(dst, gateway, oif, bool(flags & RTNH_F_ONLINK), proto)
 
 
 def _attrs(msg: memoryview, offset: int) -> dict[int, bytes]:
