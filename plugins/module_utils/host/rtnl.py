@@ -282,9 +282,9 @@ class Rtnl:
             _fam, ifindex, state, _flags, _type = _NDMSG.unpack_from(msg)
             if ifindex != index or not state & NUD_PERMANENT:
                 continue
-            attrs = _attrs(msg, _NDMSG.size)
-            if len(attrs.get(NDA_DST, b"")) == 4:
-                found[socket.inet_ntoa(attrs[NDA_DST])] = attrs.get(NDA_LLADDR, b"").hex(":")
+            dst, lladdr = _pick(msg, _NDMSG.size, NDA_DST, NDA_LLADDR)
+            if dst is not None and len(dst) == 4:
+                found[socket.inet_ntoa(dst)] = lladdr.hex(":") if lladdr is not None else ""
         return found
 
     def fdb(self, index: int) -> dict[str, set[str]]:
@@ -293,9 +293,9 @@ class Rtnl:
         for msg in self._dump("FDB", RTM_GETNEIGH, _NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0)):
             if _NDMSG.unpack_from(msg)[1] != index:
                 continue
-            attrs = _attrs(msg, _NDMSG.size)
-            if len(attrs.get(NDA_DST, b"")) == 4 and attrs.get(NDA_LLADDR):
-                found.setdefault(attrs[NDA_LLADDR].hex(":"), set()).add(socket.inet_ntoa(attrs[NDA_DST]))
+            dst, lladdr = _pick(msg, _NDMSG.size, NDA_DST, NDA_LLADDR)
+            if dst is not None and len(dst) == 4 and lladdr:
+                found.setdefault(lladdr.hex(":"), set()).add(socket.inet_ntoa(dst))
         return found
 
 
@@ -328,6 +328,23 @@ def route_of(msg: memoryview) -> RouteSpec | None:
     gateway = socket.inet_ntoa(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
     oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
     return RouteSpec(dst, gateway, oif, bool(flags & RTNH_F_ONLINK), proto)
+
+
+def _pick(msg: memoryview, offset: int, first: int, second: int) -> tuple[bytes | None, bytes | None]:
+    """Two top-level attributes of a message body (None when absent), without decoding the
+    others: neighbour dumps are read every repair round, and most of their bytes are
+    cache timestamps."""
+    found: list[bytes | None] = [None, None]
+    end = len(msg)
+    while offset + 4 <= end:
+        size, kind = _ATTR.unpack_from(msg, offset)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind == first or kind == second:
+            found[kind != first] = bytes(msg[offset + 4:offset + size])
+        offset += (size + 3) & ~3
+    return found[0], found[1]
 
 
 def _attrs(msg: memoryview, offset: int) -> dict[int, bytes]:
