@@ -13,7 +13,7 @@ from ..host import rtnl
 from ..subnet.config import NetworkConfig
 from ..subnet.lease import Lease
 from ..subnet.peer_rules import PeerRules
-from .peer_table import PeerPlan, Tables
+from .peer_table import Batch, PeerPlan, Tables
 from .spec import BackendRuntime
 
 _T = TypeVar("_T")
@@ -87,6 +87,29 @@ class KernelBackend:
         if keep:
             self._plans[lease.key] = (lease, index, plan)
         return plan
+
+    def _program_peers(self, peers: dict[str, Lease], index: int | None, plan_of: Callable[[Lease], PeerPlan | None],
+                       label: Callable[[Lease], str], stale: bool,
+                       error_of: Callable[[Lease, HostNetworkError], str]) -> list[str]:
+        """Program `peers` from one dump of each table, as one batch; with `stale`, `peers` are
+        all of them and what none needs is removed. Returns the errors, one per failed peer
+        or object (the others are programmed all the same)."""
+        batch = Batch(self._tables(index), index)
+        errors: list[str] = []
+        plans: list[PeerPlan] = []
+        for lease in peers.values():
+            try:
+                plan = plan_of(lease)
+            except HostNetworkError as exc:
+                errors.append(error_of(lease, exc))
+                continue
+            if plan is not None:
+                plans.append(plan)
+                batch.program(plan, label(lease))
+        if stale:
+            self._forget_plans(peers)
+            batch.remove_stale(plans)
+        return errors + self._write(batch.requests)
 
     def _forget_plans(self, keys: Iterable[str] | None = None) -> None:
         """Drop the kept plans: all (setup/activate changed what they depend on), or all

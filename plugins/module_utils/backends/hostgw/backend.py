@@ -84,8 +84,6 @@ class HostGwBackend(KernelBackend):
     def _sync(self, peers: dict[str, Lease], stale: bool) -> list[str]:
         """Route `peers` from one route dump, as one batch; with `stale`, `peers` are all of
         them and our routes none needs are deleted. Returns the errors, one per peer."""
-        errors: list[str] = []
-        plans: list[PeerPlan] = []
         with nl.open_ipr(self._host.netns) as ipr:
             self._check_underlay(ipr)
             underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index)
@@ -94,20 +92,10 @@ class HostGwBackend(KernelBackend):
             if underlay != self._underlay:
                 self._underlay = underlay
                 self._forget_plans()
-            batch = Batch(self._tables(None), None)
-            for lease in peers.values():
-                try:
-                    plan = self._plan_of(lease, None, partial(self._plan, ipr, lease, underlay_nets))
-                except HostNetworkError as exc:
-                    errors.append(str(exc))
-                    continue
-                if plan is not None:
-                    plans.append(plan)
-                    batch.program(plan, f"host-gw peer {lease.key} ({lease.attrs.public_ip})")
-        if stale:
-            self._forget_plans(peers)
-            batch.remove_stale(plans)
-        return errors + self._write(batch.requests)
+            return self._program_peers(
+                peers, None, lambda lease: self._plan_of(lease, None, partial(self._plan, ipr, lease, underlay_nets)),
+                lambda lease: f"host-gw peer {lease.key} ({lease.attrs.public_ip})", stale,
+                lambda _lease, exc: str(exc))
 
     def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> PeerPlan | None:
         attrs = lease.attrs

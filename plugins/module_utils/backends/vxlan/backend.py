@@ -201,26 +201,12 @@ class VxlanBackend(KernelBackend):
         return int(link["index"]), reset
 
     def _sync(self, ipr: nl.IPRouteAPI, index: int, peers: dict[str, Lease], stale: bool) -> list[str]:
-        """Program `peers` from one dump of each table, as one batch; with `stale`, `peers` are
-        all of them and what none needs is removed. Returns the errors, one per failed object."""
+        """Program `peers` (with `stale`: all of them; see _program_peers)."""
         underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index) if self._config.backend.direct_routing \
             else None
-        batch = Batch(self._tables(index), index)
-        errors: list[str] = []
-        plans: list[PeerPlan] = []
-        for lease in peers.values():
-            try:
-                plan = self._plan(ipr, lease, index, underlay_nets)
-            except HostNetworkError as exc:
-                errors.append(_peer_error(lease, exc))
-                continue
-            if plan is not None:
-                plans.append(plan)
-                batch.program(plan, f"vxlan peer {lease.key} ({lease.attrs.public_ip})")
-        if stale:
-            self._forget_plans(peers)
-            batch.remove_stale(plans)
-        return errors + self._write(batch.requests)
+        return self._program_peers(peers, index, lambda lease: self._plan(ipr, lease, index, underlay_nets),
+                                   lambda lease: f"vxlan peer {lease.key} ({lease.attrs.public_ip})", stale,
+                                   _peer_error)
 
     def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
               underlay_nets: list[netaddr.IPNetwork] | None) -> PeerPlan | None:
