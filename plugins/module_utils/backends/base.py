@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, Self, TypeVar
 
 from ..deps import netaddr
@@ -76,19 +77,21 @@ class KernelBackend:
             self._rtnl.close()
             self._rtnl = None
 
-    def _plan_of(self, lease: Lease, index: int | None, make: Callable[[], PeerPlan | None],
+    def _plan_of(self, key: str, lease: Lease, index: int | None, make: Callable[[], PeerPlan | None],
                  keep: bool = True) -> PeerPlan | None:
-        """The peer's plan: the kept one while the lease and the device index are the same,
-        else make() (kept unless `keep` is False: a plan that depends on more than the lease)."""
-        hit = self._plans.get(lease.key)
+        """The plan of peer `key`: the kept one while the lease and the device index are the
+        same, else make() (kept unless `keep` is False: a plan that depends on more than the
+        lease)."""
+        hit = self._plans.get(key)
         if hit is not None and (hit[0] is lease or hit[0] == lease) and hit[1] == index:
             return hit[2]
         plan = make()
         if keep:
-            self._plans[lease.key] = (lease, index, plan)
+            self._plans[key] = (lease, index, plan)
         return plan
 
-    def _program_peers(self, peers: dict[str, Lease], index: int | None, plan_of: Callable[[Lease], PeerPlan | None],
+    def _program_peers(self, peers: dict[str, Lease], index: int | None,
+                       plan_of: Callable[[str, Lease], PeerPlan | None],
                        label: Callable[[Lease], str], stale: bool,
                        error_of: Callable[[Lease, HostNetworkError], str]) -> list[str]:
         """Program `peers` from one dump of each table, as one batch; with `stale`, `peers` are
@@ -97,15 +100,15 @@ class KernelBackend:
         batch = Batch(self._tables(index), index)
         errors: list[str] = []
         plans: list[PeerPlan] = []
-        for lease in peers.values():
+        for key, lease in peers.items():
             try:
-                plan = plan_of(lease)
+                plan = plan_of(key, lease)
             except HostNetworkError as exc:
                 errors.append(error_of(lease, exc))
                 continue
             if plan is not None:
                 plans.append(plan)
-                batch.program(plan, label(lease))
+                batch.program(plan, partial(label, lease))
         if stale:
             self._forget_plans(peers)
             batch.remove_stale(plans)

@@ -8,7 +8,7 @@ writes nothing (netlink listeners see no churn).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..host import rtnl
@@ -59,15 +59,16 @@ class Batch:
     def requests(self) -> list[Request]:
         return self._l2 + self._routes + self._route_dels + self._l2_dels
 
-    def program(self, plan: PeerPlan, label: str) -> None:
-        """Whatever of `plan` differs from the tables; errors will name `label` (the peer)."""
+    def program(self, plan: PeerPlan, label: Callable[[], str]) -> None:
+        """Whatever of `plan` differs from the tables; errors will name label() (the peer,
+        only made for a request: a round that finds everything in place makes none)."""
         tables, index = self.tables, self.index
         if plan.neigh and index is not None and tables.neighbours.get(plan.neigh[0]) != plan.neigh[1]:
-            self._l2.append(_named(rtnl.neighbour_replace(index, *plan.neigh), label))
-        if plan.fdb and index is not None:
-            self._fdb(index, plan.fdb, label)
+            self._l2.append(_named(rtnl.neighbour_replace(index, *plan.neigh), label()))
+        if plan.fdb and index is not None and tables.remotes.get(plan.fdb[0]) != {plan.fdb[1]}:
+            self._fdb(index, plan.fdb, label())
         if tables.routes.get(plan.route.dst) != plan.route:
-            self._routes.append(_named(rtnl.route_replace(plan.route), label))
+            self._routes.append(_named(rtnl.route_replace(plan.route), label()))
 
     def _fdb(self, index: int, fdb: tuple[str, str], label: str) -> None:
         """Exactly one remote for the MAC (replace rewrites the first one, or creates it)."""

@@ -45,6 +45,10 @@ _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _ATTR = struct.Struct("=HH")
+# The kernel's usual layouts, read in one unpack: a neighbour (ndmsg, NDA_DST 4 bytes,
+# NDA_LLADDR 6 bytes) and a vxlan FDB entry (ndmsg, NDA_LLADDR, NDA_DST); others are scanned.
+_NEIGH_FAST = struct.Struct("=BxxxiHBBHH4sHH6sxx")
+_FDB_FAST = struct.Struct("=BxxxiHBBHH6sxxHH4s")
 _U32 = struct.Struct("=I")
 _ERR = struct.Struct("=i")
 CHUNK = 128  # requests per sendmsg: their acks (~1 KiB of buffer each) must fit the receive buffer
@@ -183,6 +187,7 @@ class Rtnl:
         except OSError:  # without CAP_NET_ADMIN: the sysctl limit (smaller chunks still fit)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self._seq = 0
+        self._route_memo: dict[bytes, RouteSpec | None] = {}
 
     def close(self) -> None:
         self._sock.close()
@@ -242,12 +247,12 @@ class Rtnl:
 
     # ---- dumps ----------------------------------------------------------------------------
 
-    def _dump(self, what: str, kind: int, body: bytes) -> list[memoryview]:
+    def _dump(self, what: str, kind: int, body: bytes) -> list[bytes]:
         """The payloads of one dump, retried when a concurrent change interrupted it."""
         for _attempt in range(5):
             seq = self._next_seq()
             self._send(_HDR.pack(16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
-            payloads: list[memoryview] = []
+            payloads: list[bytes] = []
             interrupted = done = False
             while not done:
                 for mkind, flags, mseq, payload in self._recv():
@@ -260,30 +265,38 @@ class Rtnl:
                         code = -_ERR.unpack_from(payload)[0]
                         raise HostNetworkError(f"reading {what} failed: {os.strerror(code)}")
                     else:
-                        payloads.append(payload)
+                        payloads.append(payload.tobytes())
             if not interrupted:
                 return payloads
         raise HostNetworkError(f"reading {what} failed: interrupted 5 times by changes")
 
     def routes(self) -> dict[str, RouteSpec]:
         """IPv4 unicast routes of the main table with metric 0 and tos 0, by destination
-        (the ones a `replace` of ours would hit; routes with other metrics are their owners')."""
+        (the ones a `replace` of ours would hit; routes with other metrics are their owners').
+        An IPv4 route message holds no timestamps: one seen in the last dump is not decoded
+        again."""
         found: dict[str, RouteSpec] = {}
+        memo: dict[bytes, RouteSpec | None] = {}
+        last = self._route_memo
         for msg in self._dump("routes", RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-            route = route_of(msg)
+            route = last[msg] if msg in last else route_of(memoryview(msg))
+            memo[msg] = route
             if route is not None:
                 found.setdefault(route.dst, route)
+        self._route_memo = memo
         return found
 
     def neighbours(self, index: int) -> dict[str, str]:
         """Permanent IPv4 neighbours on a device: ip -> lladdr (lower case)."""
         found: dict[str, str] = {}
         for msg in self._dump("neighbours", RTM_GETNEIGH, _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0)):
-            _fam, ifindex, state, _flags, _type = _NDMSG.unpack_from(msg)
-            if ifindex != index or not state & NUD_PERMANENT:
-                continue
-            dst, lladdr = _pick(msg, _NDMSG.size, NDA_DST, NDA_LLADDR)
-            if dst is not None and len(dst) == 4:
+            fast = _NEIGH_FAST.unpack_from(msg) if len(msg) >= _NEIGH_FAST.size else None
+            if fast is not None and fast[5:7] == (8, NDA_DST) and fast[8:10] == (10, NDA_LLADDR):
+                _fam, ifindex, state, _flags, _type, _l1, _t1, dst, _l2, _t2, lladdr = fast
+            else:  # another layout: scan the attributes
+                _fam, ifindex, state, _flags, _type = _NDMSG.unpack_from(msg)
+                dst, lladdr = _pick(memoryview(msg), _NDMSG.size, NDA_DST, NDA_LLADDR)
+            if ifindex == index and state & NUD_PERMANENT and dst is not None and len(dst) == 4:
                 found[socket.inet_ntoa(dst)] = lladdr.hex(":") if lladdr is not None else ""
         return found
 
@@ -291,10 +304,13 @@ class Rtnl:
         """A vxlan device's FDB entries with an IPv4 remote: mac -> remote IPs."""
         found: dict[str, set[str]] = {}
         for msg in self._dump("FDB", RTM_GETNEIGH, _NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0)):
-            if _NDMSG.unpack_from(msg)[1] != index:
-                continue
-            dst, lladdr = _pick(msg, _NDMSG.size, NDA_DST, NDA_LLADDR)
-            if dst is not None and len(dst) == 4 and lladdr:
+            fast = _FDB_FAST.unpack_from(msg) if len(msg) >= _FDB_FAST.size else None
+            if fast is not None and fast[5:7] == (10, NDA_LLADDR) and fast[8:10] == (8, NDA_DST):
+                ifindex, lladdr, dst = fast[1], fast[7], fast[10]
+            else:  # another layout (a remote netns id first, no MAC...): scan the attributes
+                ifindex = _NDMSG.unpack_from(msg)[1]
+                dst, lladdr = _pick(memoryview(msg), _NDMSG.size, NDA_DST, NDA_LLADDR)
+            if ifindex == index and dst is not None and len(dst) == 4 and lladdr:
                 found.setdefault(lladdr.hex(":"), set()).add(socket.inet_ntoa(dst))
         return found
 
@@ -315,19 +331,33 @@ def messages(data: bytes) -> list[tuple[int, int, int, memoryview]]:
 
 def route_of(msg: memoryview) -> RouteSpec | None:
     """The route of an RTM_NEWROUTE payload, when it is an IPv4 unicast route of the main
-    table with tos 0 and metric 0; else None."""
+    table with tos 0 and metric 0; else None. (Read every repair round for every route: the
+    attributes are scanned once, only the five that matter are kept.)"""
     family, dst_len, _src, tos, table, proto, _scope, rtype, flags = _RTMSG.unpack_from(msg)
     if family != socket.AF_INET or rtype != RTN_UNICAST or tos:
         return None
-    attrs = _attrs(msg, _RTMSG.size)
-    if RTA_TABLE in attrs:
-        table = _U32.unpack(attrs[RTA_TABLE])[0]
-    if table != MAIN_TABLE or (RTA_PRIORITY in attrs and _U32.unpack(attrs[RTA_PRIORITY])[0]):
+    dst = gateway = None
+    oif = None
+    offset, end = _RTMSG.size, len(msg)
+    while offset + 4 <= end:
+        size, kind = _ATTR.unpack_from(msg, offset)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind == RTA_DST and size == 8:
+            dst = socket.inet_ntoa(msg[offset + 4:offset + 8])
+        elif kind == RTA_GATEWAY and size == 8:
+            gateway = socket.inet_ntoa(msg[offset + 4:offset + 8])
+        elif kind == RTA_OIF and size == 8:
+            oif = _U32.unpack_from(msg, offset + 4)[0]
+        elif kind == RTA_TABLE and size == 8:
+            table = _U32.unpack_from(msg, offset + 4)[0]
+        elif kind == RTA_PRIORITY and size == 8 and _U32.unpack_from(msg, offset + 4)[0]:
+            return None
+        offset += (size + 3) & ~3
+    if table != MAIN_TABLE:
         return None
-    dst = f"{socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else '0.0.0.0'}/{dst_len}"
-    gateway = socket.inet_ntoa(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
-    oif = _U32.unpack(attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
-    return RouteSpec(dst, gateway, oif, bool(flags & RTNH_F_ONLINK), proto)
+    return RouteSpec(f"{dst or '0.0.0.0'}/{dst_len}", gateway, oif, bool(flags & RTNH_F_ONLINK), proto)
 
 
 def _pick(msg: memoryview, offset: int, first: int, second: int) -> tuple[bytes | None, bytes | None]:

@@ -28,14 +28,14 @@ def kinds(batch: Batch) -> list[tuple[int, str]]:
 def test_nothing_is_written_when_the_tables_already_match():
     batch = Batch(programmed(plan(2), plan(3)), DEV)
     for p in (plan(2), plan(3)):
-        batch.program(p, "peer")
+        batch.program(p, lambda: "peer")
     batch.remove_stale([plan(2), plan(3)])
     assert batch.requests == []
 
 
 def test_a_new_peer_gets_neighbour_and_fdb_before_its_route():
     batch = Batch(Tables({}), DEV)
-    batch.program(plan(2), "vxlan peer k")
+    batch.program(plan(2), lambda: "vxlan peer k")
     assert [kind for kind, _what in kinds(batch)] == [rtnl.RTM_NEWNEIGH, rtnl.RTM_NEWNEIGH, rtnl.RTM_NEWROUTE]
     assert all(what.startswith("vxlan peer k: ") for _kind, what in kinds(batch))
 
@@ -46,7 +46,7 @@ def test_a_changed_route_is_replaced_and_another_remote_of_the_mac_removed():
     tables.routes[old.route.dst] = old.route._replace(proto=3)  # upstream's route to the same subnet
     tables.remotes[MAC].add("192.168.81.12")
     batch = Batch(tables, DEV)
-    batch.program(plan(2), "peer")
+    batch.program(plan(2), lambda: "peer")
     whats = [what for _kind, what in kinds(batch)]
     assert whats == ["peer: route 10.5.2.0/24 via 10.5.2.0 dev index 7",
                      "peer: deleting FDB 0e:00:00:00:00:02 dst 192.168.81.99"]
@@ -64,7 +64,7 @@ def test_stale_objects_go_but_routes_of_other_owners_stay():
 
 def test_without_a_device_only_routes_are_touched():
     batch = Batch(Tables({}), None)
-    batch.program(plan(2), "peer")
+    batch.program(plan(2), lambda: "peer")
     batch.delete_neighbour("10.5.2.0")
     batch.delete_fdb(MAC, "192.168.81.12")
     assert [kind for kind, _what in kinds(batch)] == [rtnl.RTM_NEWROUTE]

@@ -73,3 +73,14 @@ def test_pick_skips_unknown_attributes_and_survives_a_truncated_one():
 def test_a_namespace_name_with_a_path_is_refused():
     with pytest.raises(HostNetworkError, match="not a plain name"):
         rtnl.Rtnl("../../proc/1/ns/net")
+
+
+def test_the_usual_neighbour_and_fdb_layouts_are_read_in_one_unpack():
+    neigh = rtnl.neighbour_replace(5, "10.7.3.0", "0e:aa:00:00:00:01").body
+    fast = rtnl._NEIGH_FAST.unpack_from(neigh)
+    assert fast[1] == 5 and fast[5:7] == (8, rtnl.NDA_DST) and fast[8:10] == (10, rtnl.NDA_LLADDR)
+    assert (socket.inet_ntoa(fast[7]), fast[10].hex(":")) == ("10.7.3.0", "0e:aa:00:00:00:01")
+    fdb = rtnl.fdb_replace(5, "0e:aa:00:00:00:01", "192.168.1.9").body
+    fast = rtnl._FDB_FAST.unpack_from(fdb)
+    assert fast[5:7] == (10, rtnl.NDA_LLADDR) and fast[8:10] == (8, rtnl.NDA_DST)
+    assert (fast[7].hex(":"), socket.inet_ntoa(fast[10])) == ("0e:aa:00:00:00:01", "192.168.1.9")

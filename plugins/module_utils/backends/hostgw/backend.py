@@ -93,7 +93,8 @@ class HostGwBackend(KernelBackend):
                 self._underlay = underlay
                 self._forget_plans()
             return self._program_peers(
-                peers, None, lambda lease: self._plan_of(lease, None, partial(self._plan, ipr, lease, underlay_nets)),
+                peers, None,
+                lambda key, lease: self._plan_of(key, lease, None, partial(self._plan, ipr, lease, underlay_nets)),
                 lambda lease: f"host-gw peer {lease.key} ({lease.attrs.public_ip})", stale,
                 lambda _lease, exc: str(exc))
 

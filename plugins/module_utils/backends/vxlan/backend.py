@@ -204,14 +204,15 @@ class VxlanBackend(KernelBackend):
         """Program `peers` (with `stale`: all of them; see _program_peers)."""
         underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index) if self._config.backend.direct_routing \
             else None
-        return self._program_peers(peers, index, lambda lease: self._plan(ipr, lease, index, underlay_nets),
+        return self._program_peers(peers, index, lambda key, lease: self._plan(ipr, key, lease, index, underlay_nets),
                                    lambda lease: f"vxlan peer {lease.key} ({lease.attrs.public_ip})", stale,
                                    _peer_error)
 
-    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
+    def _plan(self, ipr: nl.IPRouteAPI, key: str, lease: Lease, index: int,
               underlay_nets: list[netaddr.IPNetwork] | None) -> PeerPlan | None:
         direct = self._config.backend.direct_routing  # adjacency may change: planned every time
-        return self._plan_of(lease, index, lambda: self._make_plan(ipr, lease, index, underlay_nets), keep=not direct)
+        return self._plan_of(key, lease, index, lambda: self._make_plan(ipr, lease, index, underlay_nets),
+                             keep=not direct)
 
     def _make_plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
                    underlay_nets: list[netaddr.IPNetwork] | None) -> PeerPlan | None:
