@@ -19,6 +19,7 @@ from .spec import BackendRuntime
 
 _T = TypeVar("_T")
 
+
 @dataclass(frozen=True)
 class LocalHost:
     """This host, as the backend needs to know it."""

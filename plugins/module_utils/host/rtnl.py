@@ -83,7 +83,7 @@ def _attr(kind: int, data: bytes) -> bytes:
 
 
 def _split_dst(dst: str) -> tuple[bytes, int]:
-    ip, _, plen = dst.partition("/")
+    ip, _slash, plen = dst.partition("/")
     return socket.inet_aton(ip), int(plen)
 
 
