@@ -20,6 +20,7 @@ from .peers import PeerCache, PeerChange
 
 log = logging.getLogger("flannel-agent")
 _DONE = {"add": "added", "remove": "removed", "update": "updated"}
+ONE_BY_ONE = 4  # more changes at once go to the backend as one repair round
 
 
 class PeerProgrammer:
@@ -70,16 +71,25 @@ class PeerProgrammer:
         self._reported = now
 
     def program(self, changes: list[PeerChange]) -> None:
+        """A few changes one by one; more (a listing, a burst of watch events) as one
+        repair round over all peers, which costs one dump per table and one batch of
+        writes however many there are."""
+        if len(changes) > ONE_BY_ONE:
+            self.reconcile()
         for change in changes:
             lease = change.lease
             where = f"{lease.subnet} at {lease.attrs.public_ip}"
-            if change.kind in ("remove", "update"):
-                _backend_call("remove", self.backend.remove_peer, change.old or lease, where)
-            if change.kind in ("add", "update"):
-                _backend_call("add", self.backend.add_peer, lease, where)
+            if len(changes) <= ONE_BY_ONE:
+                self._one(change, where)
             log.info("peer %s: %s", _DONE[change.kind], where)
         if changes:
             self._notifier.status(self._status())
+
+    def _one(self, change: PeerChange, where: str) -> None:
+        if change.kind in ("remove", "update"):
+            _backend_call("remove", self.backend.remove_peer, change.old or change.lease, where)
+        if change.kind in ("add", "update"):
+            _backend_call("add", self.backend.add_peer, change.lease, where)
 
     def reconcile(self) -> None:
         """Drift repair: the backend re-creates what is missing; an error is logged once."""

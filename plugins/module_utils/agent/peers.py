@@ -64,7 +64,7 @@ class PeerCache:
             old = self.peers.get(key)
             if old is None:
                 changes.append(PeerChange("add", lease))
-            elif old.attrs != lease.attrs or old.subnet != lease.subnet:
+            elif old is not lease and (old.attrs != lease.attrs or old.subnet != lease.subnet):
                 changes.append(PeerChange("update", lease, old))
         self.peers = dict(selection.accepted)  # the newest etcd lease id / revision either way
         return changes

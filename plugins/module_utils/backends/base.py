@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from functools import partial
+from typing import Any, Protocol, Self, TypeVar
 
 from ..deps import netaddr
+from ..errors import HostNetworkError
+from ..host import rtnl
 from ..subnet.config import NetworkConfig
 from ..subnet.lease import Lease
 from ..subnet.peer_rules import PeerRules
+from .peer_table import Batch, PeerPlan, Tables
 from .spec import BackendRuntime
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,10 @@ class BackendSetup:
 
 class KernelBackend:
     """What the backends that only program the kernel (vxlan, host-gw) share: the config and
-    host they are bound to, one lock around every netlink conversation, our subnet."""
+    host they are bound to, one lock around every netlink conversation, our subnet, the
+    rtnetlink socket the peer tables are read and written through, and each peer's plan
+    (kept while its lease and our setup stay the same, so a repair round judges no lease
+    again)."""
 
     def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
         self._config = config
@@ -43,6 +53,75 @@ class KernelBackend:
         self._lock = threading.Lock()
         self._own_subnet: netaddr.IPNetwork | None = None
         self._rules: PeerRules | None = None
+        self._rtnl: rtnl.Rtnl | None = None
+        self._plans: dict[str, tuple[Lease, int | None, PeerPlan | None]] = {}
+
+    def _tables(self, index: int | None) -> Tables:
+        """One dump of each table (under the lock)."""
+        return self._netlink(lambda rt: Tables.read(rt, index))
+
+    def _write(self, requests: list[rtnl.Request]) -> list[str]:
+        """Send the requests as one batch; the failures, one line each (under the lock)."""
+        return self._netlink(lambda rt: rt.run(requests)) if requests else []
+
+    def _netlink(self, work: Callable[[rtnl.Rtnl], _T]) -> _T:
+        if self._rtnl is None:
+            self._rtnl = rtnl.Rtnl(self._host.netns)
+        try:
+            return work(self._rtnl)
+        except HostNetworkError:
+            self._close_netlink()  # a socket with lost answers is not used again
+            raise
+
+    def _close_netlink(self) -> None:
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
+
+    def _plan_of(self, key: str, lease: Lease, index: int | None, make: Callable[[], PeerPlan | None],
+                 keep: bool = True) -> PeerPlan | None:
+        """The plan of peer `key`: the kept one while the lease and the device index are the
+        same, else make() (kept unless `keep` is False: a plan that depends on more than the
+        lease)."""
+        hit = self._plans.get(key)
+        if hit is not None and (hit[0] is lease or hit[0] == lease) and hit[1] == index:
+            return hit[2]
+        plan = make()
+        if keep:
+            self._plans[key] = (lease, index, plan)
+        return plan
+
+    def _program_peers(self, peers: dict[str, Lease], index: int | None,
+                       plan_of: Callable[[str, Lease], PeerPlan | None],
+                       label: Callable[[Lease], str], stale: bool,
+                       error_of: Callable[[Lease, HostNetworkError], str]) -> list[str]:
+        """Program `peers` from one dump of each table, as one batch; with `stale`, `peers` are
+        all of them and what none needs is removed. Returns the errors, one per failed peer
+        or object (the others are programmed all the same)."""
+        batch = Batch(self._tables(index), index)
+        errors: list[str] = []
+        plans: list[PeerPlan] = []
+        for key, lease in peers.items():
+            try:
+                plan = plan_of(key, lease)
+            except HostNetworkError as exc:
+                errors.append(error_of(lease, exc))
+                continue
+            if plan is not None:
+                plans.append(plan)
+                batch.program(plan, partial(label, lease))
+        if stale:
+            self._forget_plans(peers)
+            batch.remove_stale(plans)
+        return errors + self._write(batch.requests)
+
+    def _forget_plans(self, keys: Iterable[str] | None = None) -> None:
+        """Drop the kept plans: all (setup/activate changed what they depend on), or all
+        but those of `keys` (the current peers)."""
+        if keys is None:
+            self._plans.clear()
+            return
+        self._plans = {key: self._plans[key] for key in keys if key in self._plans}
 
     @classmethod
     def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Self:
@@ -64,7 +143,10 @@ class KernelBackend:
         if config is not None:
             self._config = config
         if host is not None:
+            if host.netns != self._host.netns:
+                self._close_netlink()
             self._host = host
+        self._forget_plans()
 
 
 class Backend(Protocol):

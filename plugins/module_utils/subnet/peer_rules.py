@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backends.registry import same_backend
 from ..deps import netaddr
@@ -43,6 +43,16 @@ class Selection:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
+class _Verdict(NamedTuple):
+    """One lease judged alone: ours, or why not a peer (None: valid), and what it claims."""
+
+    lease: Lease
+    key: str
+    own: bool
+    reason: str | None
+    claims: tuple[str, ...]
+
+
 class PeerRules:
     def __init__(self, config: NetworkConfig, own_subnet: netaddr.IPNetwork | None, own_public_ip: str,
                  own_backend_type: str, own_backend_data: dict[str, Any] | None = None) -> None:
@@ -54,6 +64,7 @@ class PeerRules:
         self.spec = config.backend.spec
         # What our own lease claims (our VtepMAC): no peer may claim it too.
         self.own_identities = frozenset(self.spec.peer_identities(own_backend_data))
+        self._verdicts: dict[int, _Verdict] = {}  # id(lease) -> its verdict (see select)
 
     def is_own(self, lease: Lease) -> bool:
         return self.own_subnet is not None and lease.subnet == self.own_subnet \
@@ -67,27 +78,43 @@ class PeerRules:
 
     def select(self, leases: Iterable[Lease]) -> Selection:
         """Every lease but our own judged; among valid ones the older keeps a contested subnet
-        or backend identity (a VtepMAC), the newer is rejected until the older goes."""
+        or backend identity (a VtepMAC), the newer is rejected until the older goes.
+
+        A lease is judged alone once: the verdict is kept while the same lease object is
+        given again (the peer cache hands the same ones every round), so re-selecting after
+        one watch event costs a sort and a pass over the claims, not N checks."""
         selection = Selection()
-        valid: list[Lease] = []
+        valid: list[_Verdict] = []
+        verdicts: dict[int, _Verdict] = {}
         for lease in leases:
-            if self.is_own(lease):
+            verdict = self._verdicts.get(id(lease))
+            if verdict is None or verdict.lease is not lease:
+                verdict = self._judge(lease)
+            verdicts[id(lease)] = verdict
+            if verdict.own:
                 continue
-            reason = self.check(lease)
-            if reason is None:
-                valid.append(lease)
+            if verdict.reason is None:
+                valid.append(verdict)
             else:
-                selection.rejected[lease.key] = reason
-        holders: dict[str, Lease] = {}  # "subnet 10.5.1.0/24", "VtepMAC 02:..." -> the lease holding it
-        for lease in sorted(valid, key=lambda item: (item.create_revision, item.key)):
-            claims = [f"subnet {lease.subnet}", *self.spec.peer_identities(lease.attrs.backend_data)]
-            contested = next((claim for claim in claims if claim in holders), None)
+                selection.rejected[verdict.key] = verdict.reason
+        self._verdicts = verdicts  # only the current leases': the cache never outgrows them
+        holders: dict[str, str] = {}  # "subnet 10.5.1.0/24", "VtepMAC 02:..." -> the key of the lease holding it
+        for verdict in sorted(valid, key=lambda item: (item.lease.create_revision, item.key)):
+            contested = next((claim for claim in verdict.claims if claim in holders), None)
             if contested is not None:
-                selection.rejected[lease.key] = f"the older lease {holders[contested].key} has the same {contested}"
+                selection.rejected[verdict.key] = f"the older lease {holders[contested]} has the same {contested}"
                 continue
-            selection.accepted[lease.key] = lease
-            holders.update(dict.fromkeys(claims, lease))
+            selection.accepted[verdict.key] = verdict.lease
+            holders.update(dict.fromkeys(verdict.claims, verdict.key))
         return selection
+
+    def _judge(self, lease: Lease) -> _Verdict:
+        own = self.is_own(lease)
+        reason = None if own else self.check(lease)
+        claims: tuple[str, ...] = ()
+        if not own and reason is None:
+            claims = (f"subnet {lease.subnet}", *self.spec.peer_identities(lease.attrs.backend_data))
+        return _Verdict(lease, lease.key, own, reason, claims)
 
     @classmethod
     def cached(cls, previous: PeerRules | None, config: NetworkConfig, own_subnet: netaddr.IPNetwork | None,

@@ -110,3 +110,28 @@ def test_cached_rules_are_rebuilt_only_when_an_input_changes():
     moved = PeerRules.cached(first, CONFIG, netaddr.IPNetwork("10.5.2.0/24"), OWN_IP, "vxlan")
     assert moved is not first and moved.check(peer("10.5.2.0/24")) is not None
     assert moved.check(peer("10.5.1.0/24")) is None  # the old own subnet is a peer's now
+
+
+class CountingRules(PeerRules):
+    """PeerRules that count how often a lease is judged alone."""
+
+    checked = 0
+
+    def check(self, lease: Lease) -> str | None:
+        self.checked += 1
+        return super().check(lease)
+
+
+def test_a_lease_is_judged_once_while_the_same_lease_comes_again():
+    rules = CountingRules(CONFIG, OWN_SUBNET, OWN_IP, "vxlan")
+    leases = [peer(f"10.5.{n}.0/24", ip=f"192.168.81.{n}", mac=f"0e:00:00:00:00:{n:02x}", created=n)
+              for n in range(20, 30)]
+    first = rules.select(leases)
+    assert rules.checked == 10
+    again = rules.select(leases)
+    assert rules.checked == 10
+    assert again == first
+    changed = peer("10.5.20.0/24", ip="192.168.81.20", mac="0e:00:00:00:00:1d", created=20)  # 29's MAC, older
+    third = rules.select([changed, *leases[1:]])
+    assert rules.checked == 11  # only the new lease object
+    assert "10.5.20.0-24" in third.accepted and "10.5.29.0-24" in third.rejected

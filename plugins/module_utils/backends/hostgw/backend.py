@@ -10,13 +10,16 @@ HostNetworkError naming the peer; the agent logs it and goes on with the other p
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from ...deps import netaddr
 from ...errors import HostNetworkError
 from ...host import netlink as nl
+from ...host.rtnl import RouteSpec
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ..base import BackendSetup, KernelBackend, LocalHost
+from ..peer_table import Batch, PeerPlan
 from . import SPEC
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class HostGwBackend(KernelBackend):
     """flannel's host-gw backend for one host. Thread-safe."""
+
+    def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
+        super().__init__(config, host)
+        self._underlay: tuple[object, ...] = ()  # what the kept plans' adjacency was judged on
 
     # ---- Backend protocol ------------------------------------------------------------------
 
@@ -36,49 +43,35 @@ class HostGwBackend(KernelBackend):
         return BackendSetup(SPEC.lease_type, None, SPEC.overlay_mtu(self._config.backend, self._host.iface_mtu))
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
-        self._own_subnet = netaddr.IPNetwork(own_subnet).cidr
+        with self._lock:
+            self._own_subnet = netaddr.IPNetwork(own_subnet).cidr
+            self._forget_plans()
 
     def add_peer(self, lease: Lease) -> None:
         """Route the peer's subnet via its PublicIP. Raises HostNetworkError when the peer is
         not on a directly connected subnet of the underlay interface. Leases of another
         backend type, and our own, are skipped (as flanneld does)."""
-        with self._lock, nl.open_ipr(self._host.netns) as ipr:
-            route = self._plan(ipr, lease, nl.ipv4_addresses(ipr, self._host.iface_index))
-            if route is not None:
-                self._ensure(ipr, lease, route)
+        with self._lock:
+            _raise_if(self._sync({lease.key: lease}, stale=False))
 
     def remove_peer(self, lease: Lease) -> None:
         """Delete our route to the lease's subnet (routes of other owners stay)."""
-        with self._lock, nl.open_ipr(self._host.netns) as ipr:
-            nl.delete_route(ipr, lease.subnet.cidr)
+        with self._lock:
+            batch = Batch(self._tables(None), None)
+            batch.delete_route(str(lease.subnet.cidr))
+            _raise_if(self._write(batch.requests))
 
     def reconcile(self, peers: dict[str, Lease]) -> None:
         """Re-create missing/changed routes and delete our routes no current peer needs.
         Peers that cannot be routed are reported together in one HostNetworkError at the end,
         after all the others were programmed."""
-        errors: list[str] = []
-        with self._lock, nl.open_ipr(self._host.netns) as ipr:
-            self._check_underlay(ipr)
-            routes = nl.main_routes(ipr)
-            underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index)
-            wanted: set[netaddr.IPNetwork] = set()
-            for lease in peers.values():
-                try:
-                    route = self._plan(ipr, lease, underlay_nets)
-                    if route is None:
-                        continue
-                    wanted.add(route.dst)
-                    self._ensure(ipr, lease, route, routes)
-                except HostNetworkError as exc:
-                    errors.append(str(exc))
-            for dst, route in routes.items():  # ours (by protocol), wherever they point
-                if route.proto == nl.RTPROT_OVERLAYNET and dst not in wanted:
-                    nl.delete_route(ipr, dst)
-        if errors:
-            raise HostNetworkError("; ".join(errors))
+        with self._lock:
+            _raise_if(self._sync(peers, stale=True))
 
     def close(self) -> None:
-        """Nothing to stop; routes stay so traffic survives an agent restart."""
+        """Only the netlink socket closes; routes stay so traffic survives an agent restart."""
+        with self._lock:
+            self._close_netlink()
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -88,7 +81,24 @@ class HostGwBackend(KernelBackend):
                 f"underlay interface {self._host.iface} (index {self._host.iface_index}) does not exist; "
                 "restart the agent so it finds the interface again")
 
-    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> nl.Route | None:
+    def _sync(self, peers: dict[str, Lease], stale: bool) -> list[str]:
+        """Route `peers` from one route dump, as one batch; with `stale`, `peers` are all of
+        them and our routes none needs are deleted. Returns the errors, one per peer."""
+        with nl.open_ipr(self._host.netns) as ipr:
+            self._check_underlay(ipr)
+            underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index)
+            # Adjacency depends on the underlay's addresses: plans are kept while those stay.
+            underlay = (self._host.iface_index, *sorted(str(net) for net in underlay_nets))
+            if underlay != self._underlay:
+                self._underlay = underlay
+                self._forget_plans()
+            return self._program_peers(
+                peers, None,
+                lambda key, lease: self._plan_of(key, lease, None, partial(self._plan, ipr, lease, underlay_nets)),
+                lambda lease: f"host-gw peer {lease.key} ({lease.attrs.public_ip})", stale,
+                lambda _lease, exc: str(exc))
+
+    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, underlay_nets: list[netaddr.IPNetwork]) -> PeerPlan | None:
         attrs = lease.attrs
         reason = self._rejects(lease)
         if reason is not None:
@@ -99,11 +109,9 @@ class HostGwBackend(KernelBackend):
             raise HostNetworkError(
                 f"host-gw peer {lease.key}: PublicIP {attrs.public_ip} is not on a directly connected "
                 f"subnet of {self._host.iface} ({nets}); host-gw needs L2 adjacency; use vxlan")
-        return nl.Route(lease.subnet.cidr, attrs.public_ip, self._host.iface_index)
+        return PeerPlan(RouteSpec(str(lease.subnet.cidr), attrs.public_ip, self._host.iface_index))
 
-    @staticmethod
-    def _ensure(ipr: nl.IPRouteAPI, lease: Lease, route: nl.Route, routes: dict | None = None) -> None:
-        try:
-            nl.ensure_route(ipr, route, routes)
-        except HostNetworkError as exc:
-            raise HostNetworkError(f"host-gw peer {lease.key} ({lease.attrs.public_ip}): {exc}") from None
+
+def _raise_if(errors: list[str]) -> None:
+    if errors:
+        raise HostNetworkError("; ".join(errors))

@@ -55,7 +55,7 @@ class Forwarder:
     # --- control (any thread) ----------------------------------------------------------
 
     def set_routes(self, routes: Iterable[PeerRoute]) -> None:
-        self._table = RouteTable(routes)
+        self._table = RouteTable(routes, self._table)
 
     @property
     def routes(self) -> tuple[PeerRoute, ...]:

@@ -31,14 +31,21 @@ class PeerEntry:
 
 
 class RouteTable:
-    """Immutable: destination -> peer by longest prefix, and the set of allowed sources."""
+    """Immutable: destination -> peer by longest prefix, and the set of allowed sources.
 
-    def __init__(self, routes: Iterable[PeerRoute] = ()) -> None:
+    Built from `previous` (the table it replaces), the entries of unchanged routes are
+    taken over rather than made again: one peer more at 5,000 costs a dict pass, not 5,000
+    sockaddr structures."""
+
+    def __init__(self, routes: Iterable[PeerRoute] = (), previous: RouteTable | None = None) -> None:
         by_len: dict[int, dict[int, PeerEntry]] = {}
         self.routes = tuple(sorted(set(routes)))
+        old = previous.entries if previous is not None else {}
+        self.entries: dict[PeerRoute, PeerEntry] = {}
         for route in self.routes:
             mask = (0xFFFFFFFF << (32 - route.prefixlen)) & 0xFFFFFFFF
-            by_len.setdefault(route.prefixlen, {})[route.network & mask] = PeerEntry(route)
+            entry = self.entries[route] = old.get(route) or PeerEntry(route)
+            by_len.setdefault(route.prefixlen, {})[route.network & mask] = entry
         self.tables = tuple(((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, by_len[plen])
                             for plen in sorted(by_len, reverse=True))
         self.allowed = frozenset(addr_key(r.public_ip) for r in self.routes)

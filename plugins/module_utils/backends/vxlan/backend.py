@@ -15,28 +15,20 @@ or, with DirectRouting and the peer on our underlay link, just
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from ...deps import netaddr
 from ...errors import HostNetworkError
 from ...host import netlink as nl
+from ...host.rtnl import RouteSpec
 from ...subnet.config import NetworkConfig
 from ...subnet.lease import Lease
 from ..base import BackendSetup, KernelBackend, LocalHost
+from ..peer_table import Batch, PeerPlan
 from . import SPEC, backend_data, device_name, vtep_mac_of
 from .mac import vtep_mac
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _PeerPlan:
-    """What one remote lease needs on this host."""
-
-    route: nl.Route
-    neigh: tuple[str, str] | None = None  # (remote .0, VtepMAC); None for a direct route
-    fdb: tuple[str, str] | None = None  # (VtepMAC, PublicIP)
 
 
 class VxlanBackend(KernelBackend):
@@ -78,6 +70,7 @@ class VxlanBackend(KernelBackend):
         """Address flannel.<VNI> with our subnet's network address /32 and bring it up."""
         with self._lock:
             self._own_subnet = netaddr.IPNetwork(own_subnet).cidr
+            self._forget_plans()
             self._ensure_and_resync()
 
     def add_peer(self, lease: Lease) -> None:
@@ -87,34 +80,29 @@ class VxlanBackend(KernelBackend):
             self._peers[lease.key] = lease
             with nl.open_ipr(self._host.netns) as ipr:
                 index, reset = self._ensure_device(ipr)
-                if reset:  # everything on the device is gone: all known peers, this one included
-                    _raise_if(self._sync(ipr, index, self._peers))
-                    return
-                plan = self._plan(ipr, lease, index)
-                if plan is not None:
-                    try:
-                        self._apply(ipr, index, plan)
-                    except HostNetworkError as exc:
-                        raise HostNetworkError(_peer_error(lease, exc)) from None
+                # After a reset everything on the device is gone: all known peers, this one included.
+                errors = self._sync(ipr, index, self._peers if reset else {lease.key: lease}, stale=reset)
+        _raise_if(errors)
 
     def remove_peer(self, lease: Lease) -> None:
         """Delete what add_peer programmed for this lease: route, neighbour and FDB entry."""
-        subnet = lease.subnet.cidr
-        gateway = str(subnet.network)
+        subnet = str(lease.subnet.cidr)
+        gateway = subnet.split("/", 1)[0]
         mac = vtep_mac_of(lease.attrs.backend_data)
-        with self._lock, nl.open_ipr(self._host.netns) as ipr:
+        with self._lock:
             if self._peers.get(lease.key) == lease:
                 del self._peers[lease.key]
-            index = nl.link_index(ipr, self.device_name)
-            neighbours = nl.permanent_neighbours(ipr, index) if index is not None else {}
+            with nl.open_ipr(self._host.netns) as ipr:
+                index = nl.link_index(ipr, self.device_name)
+            batch = Batch(self._tables(index), index)
             # The subnet went to another host meanwhile (its MAC is on .0 now): leave it.
-            taken_over = mac is not None and neighbours.get(gateway) not in (None, mac)
-            if not taken_over:
-                nl.delete_route(ipr, subnet)
-                if index is not None and gateway in neighbours:
-                    nl.delete_neighbour(ipr, index, gateway)
-            if index is not None and mac is not None:
-                nl.delete_fdb(ipr, index, mac, lease.attrs.public_ip)
+            if not (mac is not None and batch.tables.neighbours.get(gateway) not in (None, mac)):
+                batch.delete_route(subnet)
+                batch.delete_neighbour(gateway)
+            if mac is not None:
+                batch.delete_fdb(mac, lease.attrs.public_ip)
+            errors = self._write(batch.requests)
+        _raise_if(errors)
 
     def reconcile(self, peers: dict[str, Lease]) -> None:
         """Bring the device and every peer's entries back to what they should be, and remove
@@ -125,11 +113,14 @@ class VxlanBackend(KernelBackend):
             self._peers = dict(peers)
             with nl.open_ipr(self._host.netns) as ipr:
                 index = self._ensure_device(ipr)[0]
-                errors = self._sync(ipr, index, self._peers)
+                errors = self._sync(ipr, index, self._peers, stale=True)
         _raise_if(errors)
 
     def close(self) -> None:
-        """Nothing to stop; the device, routes and FDB stay so traffic survives a restart."""
+        """Only the netlink socket closes; the device, routes and FDB stay so traffic survives
+        a restart."""
+        with self._lock:
+            self._close_netlink()
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -176,7 +167,7 @@ class VxlanBackend(KernelBackend):
         with nl.open_ipr(self._host.netns) as ipr:
             index, reset = self._ensure_device(ipr)
             if reset and self._peers:
-                for error in self._sync(ipr, index, self._peers):
+                for error in self._sync(ipr, index, self._peers, stale=True):
                     log.warning("%s", error)
 
     def _ensure_device(self, ipr: nl.IPRouteAPI) -> tuple[int, bool]:
@@ -209,74 +200,34 @@ class VxlanBackend(KernelBackend):
             nl.ensure_link_up(ipr, link)
         return int(link["index"]), reset
 
-    def _sync(self, ipr: nl.IPRouteAPI, index: int, peers: dict[str, Lease]) -> list[str]:
-        """Program every peer from one set of dumps; remove what none needs. Returns the
-        errors of peers that could not be programmed."""
-        routes = nl.main_routes(ipr)
-        neighbours = nl.permanent_neighbours(ipr, index)
-        remotes = nl.fdb_remotes(ipr, index)
-        underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index)
-        errors: list[str] = []
-        want_routes: set[netaddr.IPNetwork] = set()
-        want_neigh: set[tuple[str, str]] = set()
-        want_fdb: set[tuple[str, str]] = set()
-        for lease in peers.values():
-            try:
-                plan = self._plan(ipr, lease, index, underlay_nets)
-                if plan is None:
-                    continue
-                want_routes.add(plan.route.dst)
-                if plan.neigh:
-                    want_neigh.add(plan.neigh)
-                if plan.fdb:
-                    want_fdb.add(plan.fdb)
-                self._apply(ipr, index, plan, routes, neighbours, remotes)
-            except HostNetworkError as exc:
-                errors.append(_peer_error(lease, exc))
-        self._remove_stale(ipr, index, routes, neighbours, remotes, want_routes, want_neigh, want_fdb)
-        return errors
+    def _sync(self, ipr: nl.IPRouteAPI, index: int, peers: dict[str, Lease], stale: bool) -> list[str]:
+        """Program `peers` (with `stale`: all of them; see _program_peers)."""
+        underlay_nets = nl.ipv4_addresses(ipr, self._host.iface_index) if self._config.backend.direct_routing \
+            else None
+        return self._program_peers(peers, index, lambda key, lease: self._plan(ipr, key, lease, index, underlay_nets),
+                                   lambda lease: f"vxlan peer {lease.key} ({lease.attrs.public_ip})", stale,
+                                   _peer_error)
 
-    def _plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
-              underlay_nets: list[netaddr.IPNetwork] | None = None) -> _PeerPlan | None:
+    def _plan(self, ipr: nl.IPRouteAPI, key: str, lease: Lease, index: int,
+              underlay_nets: list[netaddr.IPNetwork] | None) -> PeerPlan | None:
+        direct = self._config.backend.direct_routing  # adjacency may change: planned every time
+        return self._plan_of(key, lease, index, lambda: self._make_plan(ipr, lease, index, underlay_nets),
+                             keep=not direct)
+
+    def _make_plan(self, ipr: nl.IPRouteAPI, lease: Lease, index: int,
+                   underlay_nets: list[netaddr.IPNetwork] | None) -> PeerPlan | None:
         attrs = lease.attrs
         mac = vtep_mac_of(lease.attrs.backend_data)
         reason = self._rejects(lease)
         if reason is not None or mac is None:
             log.debug("vxlan: skipping lease %s: %s", lease.key, reason)
             return None
-        subnet = lease.subnet.cidr
+        subnet = str(lease.subnet.cidr)
         if self._config.backend.direct_routing and nl.directly_connected(
                 ipr, attrs.public_ip, self._host.iface_index, underlay_nets):
-            return _PeerPlan(nl.Route(subnet, attrs.public_ip, self._host.iface_index))
-        gateway = str(subnet.network)
-        return _PeerPlan(nl.Route(subnet, gateway, index, onlink=True), (gateway, mac), (mac, attrs.public_ip))
-
-    @staticmethod
-    def _apply(ipr: nl.IPRouteAPI, index: int, plan: _PeerPlan, routes: dict | None = None,
-               neighbours: dict | None = None, remotes: dict | None = None) -> None:
-        # flanneld's order: ARP and FDB first, the route last, so the kernel never ARPs for .0.
-        if plan.neigh:
-            nl.ensure_neighbour(ipr, index, plan.neigh[0], plan.neigh[1], neighbours)
-        if plan.fdb:
-            nl.ensure_fdb(ipr, index, plan.fdb[0], plan.fdb[1], remotes)
-        nl.ensure_route(ipr, plan.route, routes)
-
-    def _remove_stale(self, ipr: nl.IPRouteAPI, index: int, routes: dict[netaddr.IPNetwork, nl.Route],
-                      neighbours: dict[str, str], remotes: dict[str, set[str]], want_routes: set[netaddr.IPNetwork],
-                      want_neigh: set[tuple[str, str]], want_fdb: set[tuple[str, str]]) -> None:
-        for dst, route in routes.items():
-            # Every route of ours (by protocol) no current peer needs, wherever it points: one a
-            # hostile or mistaken lease once got must not outlive it.
-            if route.proto == nl.RTPROT_OVERLAYNET and dst not in want_routes:
-                nl.delete_route(ipr, dst)
-        wanted_ips = {ip for ip, _mac in want_neigh}
-        for ip in neighbours:
-            if ip not in wanted_ips:
-                nl.delete_neighbour(ipr, index, ip)
-        for mac, dsts in remotes.items():
-            for dst in dsts:
-                if (mac, dst) not in want_fdb:
-                    nl.delete_fdb(ipr, index, mac, dst)
+            return PeerPlan(RouteSpec(subnet, attrs.public_ip, self._host.iface_index))
+        gateway = subnet.split("/", 1)[0]
+        return PeerPlan(RouteSpec(subnet, gateway, index, onlink=True), (gateway, mac), (mac, attrs.public_ip))
 
 
 def _peer_error(lease: Lease, exc: HostNetworkError) -> str:
