@@ -4,9 +4,9 @@ starts again on the new one (systemd's Restart=always, exit code EXIT_CONFIG_CHA
 The config key is watched (every agent sees a change at the same moment, with or without
 Ansible) and read at every etcd probe (daemon.py), which covers a broken or late watch.
 Compared is what the config *means* (``NetworkConfig.effective()``: defaults applied, Port 0
-= the default port), so a config rewritten with other spelling or key order changes nothing. A config that is deleted or
-does not parse is not followed: the agent keeps the one it runs, says so once per value,
-and picks up the next valid one.
+= the default port), so a config rewritten with other spelling or key order changes nothing.
+A config that is deleted or does not parse is not followed: the agent keeps the one it runs,
+says so once per value, and picks up the next valid one.
 """
 
 from __future__ import annotations
