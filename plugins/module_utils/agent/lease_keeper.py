@@ -42,6 +42,9 @@ class LeaseKeeper:
         # (re)new, now + TTL; a reservation never does. An upper bound, so a lease deleted
         # before it is reached was deleted on purpose.
         self._expires_by = self._after_ttl(own)
+        # The first look at the TTL right away: a lease adopted from the module carries the
+        # module's TTL until then, and a host that dies meanwhile would keep it that long.
+        scheduler.due_at(RENEW_JOB, time.monotonic())
 
     def _after_ttl(self, lease: Lease) -> float:
         return math.inf if lease.is_reservation else time.monotonic() + self.ttl
