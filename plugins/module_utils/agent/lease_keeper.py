@@ -53,6 +53,19 @@ class LeaseKeeper:
         """True when our lease may have expired on its own (we could not renew it in time)."""
         return time.monotonic() >= self._expires_by
 
+    def _still_ours(self) -> bool:
+        """Our key, read now, holds our lease (the event that said otherwise is history)."""
+        try:
+            current = self.registry.get_lease(self.own.subnet)
+        except (EtcdUnavailableError, LeaseError):
+            return False
+        if current is None or current.attrs.public_ip != self.attrs.public_ip:
+            return False
+        if current.attrs.host_id not in (None, self.attrs.host_id):
+            return False
+        self.own = current
+        return True
+
     def _take_back(self, why: str) -> None:
         """Our lease lapsed while etcd was out of reach: create the same key again, if free."""
         subnet = self.own.subnet
@@ -77,6 +90,8 @@ class LeaseKeeper:
     def check(self, lease: Lease | None, how: str) -> None:
         """Our key as just seen (None: gone or malformed). LeaseLost when it is no longer ours;
         when it carries other data, our data is written back from the timer (never in a loop)."""
+        if lease is None and self._still_ours():
+            return  # a stale event: a resumed watch replays the delete before our take-back
         if lease is None and self._lapsed():
             self._take_back("missing" if how == "list" else "deleted")
             return

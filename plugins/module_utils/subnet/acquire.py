@@ -138,12 +138,13 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
 def _ours_under_another_ip(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange) -> Lease | None:
     """Our lease from before our PublicIP changed: at the subnet of our previous subnet.env,
     carrying our host id, under another PublicIP. Both must hold: a host id alone could be
-    a cloned machine-id, and the subnet file alone another host's subnet."""
+    a cloned machine-id, and the subnet file alone another host's subnet. A reservation is
+    pinned to its PublicIP by an operator: never taken over this way."""
     previous, host = request.previous, request.attrs.host_id
     if previous is None or host is None or not rng.fits(previous):
         return None
     return next((lease for lease in leases
-                 if lease.subnet == previous and lease.attrs.host_id == host
+                 if lease.subnet == previous and lease.attrs.host_id == host and not lease.is_reservation
                  and lease.attrs.public_ip != request.attrs.public_ip), None)
 
 

@@ -65,8 +65,15 @@ class FaultLab(Overlay):
 
     def start_agent(self, host: str, *extra: str) -> subprocess.Popen[bytes]:
         # renew margin 1 min > TTL: every renew check (TTL/4) renews
-        return super().start_agent(host, f"--subnet-lease-ttl={TTL}", "--subnet-lease-renew-margin=1",
+        log = self.logs / f"agent-{host}.log"
+        ready_before = log.read_text().count("INFO ready:") if log.exists() else 0
+        proc = super().start_agent(host, f"--subnet-lease-ttl={TTL}", "--subnet-lease-renew-margin=1",
                                    "--etcd-timeout=2", *extra)
+        # an existing subnet file may look rewritten at once: wait for this agent's READY
+        wait_for(lambda: log.read_text().count("INFO ready:") > ready_before or proc.poll() is not None, 30,
+                 what=f"agent on {host} ready", interval=0.1)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        return proc
 
     # --- the converge --------------------------------------------------------------------
 
@@ -201,3 +208,21 @@ class FaultLab(Overlay):
 
 def container_name(host: str) -> str:
     return f"c{host[1:]}"
+
+
+@contextlib.contextmanager
+def converged_lab(state: Path, etcd_members: int) -> Iterator[FaultLab]:
+    """3 light hosts (prefix oflf-): the converge, an agent and a container on each, a full
+    ping matrix, every lease on the agents' TTL."""
+    with Lab.up(hosts=3, etcd_members=etcd_members, state_dir=state / "lab", prefix="oflf-") as lab:
+        ov = FaultLab(lab, state)
+        try:
+            ov.site_yml().assert_ok()  # the network config and the hosts' leases
+            for host in lab.hosts:
+                ov.start_agent(host)
+                ov.add_container(host, container_name(host))
+            wait_for(lambda: not ov.ping_all(), 15, interval=0.2, what="full ping matrix")
+            ov.wait_agents_on_their_ttl()
+            yield ov
+        finally:
+            ov.stop_all()

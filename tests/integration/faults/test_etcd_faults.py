@@ -14,9 +14,8 @@ import re
 import time
 
 import pytest
-from fault_lab import TTL, FaultLab, container_name
+from fault_lab import TTL, FaultLab, converged_lab
 
-from lab import Lab
 from lab.wait import wait_for
 
 pytestmark = [
@@ -36,19 +35,8 @@ WATCH_PROBE_IP = "192.168.81.250"
 
 @pytest.fixture(scope="module")
 def fl(tmp_path_factory):
-    state = tmp_path_factory.mktemp("faults-etcd")
-    with Lab.up(hosts=3, etcd_members=3, state_dir=state / "lab", prefix="oflf-") as lab:
-        ov = FaultLab(lab, state)
-        try:
-            ov.site_yml().assert_ok()  # the network config and the hosts' leases
-            for host in lab.hosts:
-                ov.start_agent(host)
-                ov.add_container(host, container_name(host))
-            wait_for(lambda: not ov.ping_all(), 15, interval=0.2, what="full ping matrix")
-            ov.wait_agents_on_their_ttl()
-            yield ov
-        finally:
-            ov.stop_all()
+    with converged_lab(tmp_path_factory.mktemp("faults-etcd"), etcd_members=3) as ov:
+        yield ov
 
 
 def watching_and_renewing(fl: FaultLab, timeout: float = 10) -> float:

@@ -12,9 +12,8 @@ import signal
 import time
 
 import pytest
-from fault_lab import TTL, FaultLab, container_name
+from fault_lab import TTL, FaultLab, converged_lab
 
-from lab import Lab
 from lab.wait import wait_for
 
 pytestmark = [
@@ -28,19 +27,8 @@ MOVED_IP = "192.168.81.113"
 
 @pytest.fixture(scope="module")
 def fl(tmp_path_factory):
-    state = tmp_path_factory.mktemp("faults-host")
-    with Lab.up(hosts=3, etcd_members=1, state_dir=state / "lab", prefix="oflf-") as lab:
-        ov = FaultLab(lab, state)
-        try:
-            ov.site_yml().assert_ok()
-            for host in lab.hosts:
-                ov.start_agent(host)
-                ov.add_container(host, container_name(host))
-            wait_for(lambda: not ov.ping_all(), 15, interval=0.2, what="full ping matrix")
-            ov.wait_agents_on_their_ttl()
-            yield ov
-        finally:
-            ov.stop_all()
+    with converged_lab(tmp_path_factory.mktemp("faults-host"), etcd_members=1) as ov:
+        yield ov
 
 
 def wipe_as_a_reboot_would(fl: FaultLab, host: str) -> None:
