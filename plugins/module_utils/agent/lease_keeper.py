@@ -134,13 +134,13 @@ class LeaseKeeper:
         return self.renew_every
 
     def _renew_if_due(self) -> None:
-        """Renew before the margin, and a lease adopted with another TTL (the module's) at
-        once: --subnet-lease-ttl is what our lease lives by while we run."""
+        """Renew before the margin, and a lease adopted with a longer TTL (the module's) at
+        once: a host that dies goes within our --subnet-lease-ttl. A shorter one is kept."""
         if self.own.is_reservation:
             return
         checked_at = time.monotonic()
         remaining, granted = self.registry.lifetime(self.own)
-        if remaining >= self.renew_margin and granted == self.ttl:
+        if remaining >= self.renew_margin and granted <= self.ttl:
             self._expires_by = checked_at + max(remaining, 0) + 1  # etcd rounds the TTL down
             return
         self.own = self.registry.renew(self.own, ttl=self.ttl)
