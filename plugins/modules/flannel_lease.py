@@ -11,8 +11,10 @@ version_added: 0.1.0
 description:
   - Gets this host a subnet of the cluster network from etcd, the way flanneld does, and writes
     C(/run/flannel/subnet.env).
-  - A lease already holding this host's public IP is reused (when it still fits the config), else the
-    subnet of the previous subnet file (when free), else a random pick among the first 100 free subnets.
+  - A lease already holding this host's public IP is reused (when it still fits the config), else this
+    host's own lease from before its public IP changed (the previous subnet file's subnet with this host's
+    id; it is rewritten with the new IP), else the subnet of the previous subnet file (when free), else a
+    random pick among the first 100 free subnets.
     A lost race with another host is retried with a new pick.
   - A second run on the same host keeps the same subnet and reports no change. The lease's backend data
     (for example the VTEP MAC the agent advertises) is kept as it is.
@@ -47,7 +49,8 @@ options:
     default: false
   ttl:
     description:
-      - Lifetime of the lease in seconds; it is renewed when less than half remains.
+      - Lifetime of the lease in seconds; it is renewed when less than half remains (half of this, or of
+        the TTL the lease was granted by its holder, for example an agent with a shorter TTL).
     type: int
     default: 86400
   subnet_file:

@@ -1,9 +1,16 @@
 """Our own lease once the agent runs: renewed before the margin, our data written back when
-someone rewrote it, and its loss reported (the agent exits on that, as flanneld does)."""
+someone rewrote it, and its loss reported (the agent exits on that, as flanneld does).
+
+One loss is not final: a lease that lapsed because we could not reach etcd for longer than
+its TTL (we know when it was last confirmed, and for how long) is created again, same
+subnet, if nobody took it meanwhile; if somebody did, the agent exits and its restart takes
+a new subnet. A lease deleted while we could still renew it was removed on purpose (an
+operator, state=absent): that stays an exit."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from ..errors import EtcdUnavailableError, FlannelError, LeaseError, shown
@@ -31,6 +38,50 @@ class LeaseKeeper:
         self.renew_margin = renew_margin  # seconds
         self._scheduler = scheduler
         self._last_rewrite = -REWRITE_EVERY
+        # When the lease runs out at the latest, as far as we know (monotonic): after a
+        # (re)new, now + TTL; a reservation never does. An upper bound, so a lease deleted
+        # before it is reached was deleted on purpose.
+        self._expires_by = self._after_ttl(own)
+        # The first look at the TTL right away: a lease adopted from the module carries the
+        # module's TTL until then, and a host that dies meanwhile would keep it that long.
+        scheduler.due_at(RENEW_JOB, time.monotonic())
+
+    def _after_ttl(self, lease: Lease) -> float:
+        return math.inf if lease.is_reservation else time.monotonic() + self.ttl
+
+    def _lapsed(self) -> bool:
+        """True when our lease may have expired on its own (we could not renew it in time)."""
+        return time.monotonic() >= self._expires_by
+
+    def _still_ours(self) -> bool:
+        """Our key, read now, holds our lease (the event that said otherwise is history)."""
+        try:
+            current = self.registry.get_lease(self.own.subnet)
+        except (EtcdUnavailableError, LeaseError):
+            return False
+        if current is None or current.attrs.public_ip != self.attrs.public_ip:
+            return False
+        if current.attrs.host_id not in (None, self.attrs.host_id):
+            return False
+        self.own = current
+        return True
+
+    def _take_back(self, why: str) -> None:
+        """Our lease lapsed while etcd was out of reach: create the same key again, if free."""
+        subnet = self.own.subnet
+        created = self.registry.create(subnet, self.attrs, self.ttl, reservation=False)
+        if created is None:
+            try:
+                holder = self.registry.get_lease(subnet)
+            except LeaseError:  # a malformed value: taken all the same
+                holder = None
+            by = f" by {holder.attrs.public_ip}" if holder is not None else ""
+            raise LeaseLost(f"our lease {self.own.key} expired while etcd was unreachable ({why}) and "
+                            f"{subnet} was taken{by} meanwhile; a restart takes a new subnet (docker_bridge "
+                            f"moves docker0 to it on the next converge)")
+        log.warning("our lease %s expired while etcd was unreachable (%s); took %s back", self.own.key, why, subnet)
+        self.own = created
+        self._expires_by = self._after_ttl(created)
 
     @property
     def renew_every(self) -> float:
@@ -39,11 +90,17 @@ class LeaseKeeper:
     def check(self, lease: Lease | None, how: str) -> None:
         """Our key as just seen (None: gone or malformed). LeaseLost when it is no longer ours;
         when it carries other data, our data is written back from the timer (never in a loop)."""
+        if lease is None and self._still_ours():
+            return  # a stale event: a resumed watch replays the delete before our take-back
+        if lease is None and self._lapsed():
+            self._take_back("missing" if how == "list" else "deleted")
+            return
         if lease is None:
             raise LeaseLost(f"our lease {self.registry.subnets_prefix}{self.own.key} is gone "
                             f"({'deleted' if how == 'delete' else 'missing or malformed'}; by an operator or expired)")
         if lease.attrs.public_ip != self.attrs.public_ip:
-            raise LeaseLost(f"our lease {self.own.key} now belongs to {lease.attrs.public_ip}")
+            lapsed = " (it expired while etcd was unreachable; a restart takes a new subnet)" if self._lapsed() else ""
+            raise LeaseLost(f"our lease {self.own.key} now belongs to {lease.attrs.public_ip}{lapsed}")
         if lease.attrs.host_id not in (None, self.attrs.host_id):
             raise LeaseLost(f"our lease {self.own.key} was taken by another host with our PublicIP "
                             f"{self.attrs.public_ip} (host id {lease.attrs.host_id}; ours is {self.attrs.host_id})")
@@ -66,13 +123,26 @@ class LeaseKeeper:
                 except LeaseError as exc:
                     log.info("%s; looking again after the next change", exc)
                     return REWRITE_EVERY
-            remaining = self.registry.lease_expires_in(self.own)
-            if remaining is not None and remaining < self.renew_margin:
-                self.own = self.registry.renew(self.own, ttl=self.ttl)
-                log.info("renewed lease %s (%gs were left)", self.own.key, remaining)
+            self._renew_if_due()
         except EtcdUnavailableError as exc:
             log.info("could not check the lease's TTL (%s); trying again later", exc)
             return min(10.0, self.renew_every)
         except LeaseError as exc:
-            raise LeaseLost(str(exc)) from None
+            if not self._lapsed():
+                raise LeaseLost(str(exc)) from None
+            self._take_back(str(exc))
         return self.renew_every
+
+    def _renew_if_due(self) -> None:
+        """Renew before the margin, and a lease adopted with a longer TTL (the module's) at
+        once: a host that dies goes within our --subnet-lease-ttl. A shorter one is kept."""
+        if self.own.is_reservation:
+            return
+        checked_at = time.monotonic()
+        remaining, granted = self.registry.lifetime(self.own)
+        if remaining >= self.renew_margin and granted <= self.ttl:
+            self._expires_by = checked_at + max(remaining, 0) + 1  # etcd rounds the TTL down
+            return
+        self.own = self.registry.renew(self.own, ttl=self.ttl)
+        self._expires_by = self._after_ttl(self.own)
+        log.info("renewed lease %s for %ds (%ds of %ds were left)", self.own.key, self.ttl, remaining, granted)

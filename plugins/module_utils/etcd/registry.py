@@ -158,7 +158,8 @@ class LeaseRegistry:
                 return (True, ours.lease_id, ours.mod_revision) if ours is not None else (False, 0, 0)
             return True, lease_id, _mod_revision(client, key)
         ok, lease_id, mod_rev = self.conn.call(txn)
-        return Lease(subnet, attrs, lease_id, mod_rev) if ok else None
+        # just created (or found as our earlier attempt left it): created at its mod revision
+        return Lease(subnet, attrs, lease_id, mod_rev, create_revision=mod_rev) if ok else None
 
     def update(self, lease: Lease, attrs: LeaseAttrs, etcd_lease_id: int) -> Lease:
         """Rewrite the lease's value, attached to etcd_lease_id (0: none, a reservation), if
@@ -187,8 +188,13 @@ class LeaseRegistry:
 
     def remaining(self, lease: Lease) -> int:
         """Seconds the lease's etcd lease has left (-1 when it is gone)."""
+        return self.lifetime(lease)[0]
+
+    def lifetime(self, lease: Lease) -> tuple[int, int]:
+        """Seconds the lease's etcd lease has left (-1 when it is gone), and the TTL it was
+        granted with (whoever holds the lease chose it: the agent's --subnet-lease-ttl)."""
         info = self.conn.call(lambda c: c.get_lease_info(lease.etcd_lease_id))
-        return int(info.TTL)
+        return int(info.TTL), int(info.grantedTTL)
 
     def renew(self, lease: Lease, ttl: int = DEFAULT_LEASE_TTL) -> Lease:
         """Give an ordinary lease a fresh TTL; a reservation is left as it is.
@@ -236,11 +242,7 @@ class LeaseRegistry:
         def txn(client: EtcdClient) -> None:
             tx = client.transactions
             client.transaction(compare=[tx.mod(key) == lease.mod_revision], success=[tx.delete(key)], failure=[])
-            if lease.etcd_lease_id:
-                try:
-                    client.revoke_lease(lease.etcd_lease_id)
-                except Exception:  # noqa: BLE001 - the etcd lease may have lapsed already
-                    pass
+            _revoke_quietly(client, lease.etcd_lease_id)
         self.conn.call(txn)
 
     def get_lease(self, subnet: netaddr.IPNetwork) -> Lease | None:
@@ -249,6 +251,14 @@ class LeaseRegistry:
         if value is None or meta is None:
             return None
         return Lease.from_kv(key_tail, value, meta.lease_id, meta.mod_revision)
+
+
+def _revoke_quietly(client: EtcdClient, lease_id: int) -> None:
+    if lease_id:
+        try:
+            client.revoke_lease(lease_id)
+        except Exception:  # noqa: BLE001 - the etcd lease may have lapsed already
+            pass
 
 
 def _renewed_before(client: EtcdClient, key: str, lease: Lease, ttl: int) -> Lease | None:

@@ -1,10 +1,15 @@
 """How a host gets, keeps and gives back its lease: flannel's policy, over any lease store.
 
 Order (DESIGN §3): the requested subnet, when given; else a lease already holding our
-PublicIP, if it still fits the config; else the subnet of the previous subnet.env, if free
-and fitting; else a random pick among the first 100 free subnets. A new key is created only
-if it does not exist yet; when another host wins that race, the leases are listed again and
-the choice is made again (upstream flannel gives up here; we must not).
+PublicIP, if it still fits the config; else our own lease from before our PublicIP changed
+(the subnet of the previous subnet.env, held under another PublicIP by a lease with our
+host id: rewritten in place with the new PublicIP, so the subnet, docker0 and the peers'
+routes follow the host); else the subnet of the previous subnet.env, if free and fitting;
+else a random pick among the first 100 free subnets. A new key is created only if it does
+not exist yet; when another host wins that race, the leases are listed again and the choice
+is made again (upstream flannel gives up here; we must not). When another run for this same
+host (a second converge at once, the agent) created a lease between our listing and our
+create, the first created wins in every run: the later one is deleted again.
 
 ``choose`` and ``plan_keep`` decide and touch nothing; ``acquire`` and ``release`` carry
 the decisions out on a ``LeaseBook`` (in production the etcd registry, etcd/registry.py).
@@ -49,8 +54,8 @@ class LeaseBook(Protocol):
     def refresh(self, lease: Lease) -> None:
         """A fresh TTL for the lease's etcd lease."""
 
-    def remaining(self, lease: Lease) -> int:
-        """Seconds the lease's etcd lease has left."""
+    def lifetime(self, lease: Lease) -> tuple[int, int]:
+        """Seconds the lease's etcd lease has left, and the TTL it was granted."""
 
     def delete(self, lease: Lease) -> None:
         """Delete the key if it is still as read, and revoke its etcd lease."""
@@ -64,7 +69,9 @@ class AcquireRequest:
     previous: netaddr.IPNetwork | None = None  # the subnet of the previous subnet.env
     reservation: bool = False  # a key without TTL (never expires, never converted back)
     keep_backend_data: bool = False  # keep the stored BackendData (the module cannot know the agent's)
-    renew_below: int | None = None  # refresh the TTL when fewer seconds than this are left
+    # refresh the TTL when fewer seconds than this are left, or than half the TTL the lease was
+    # granted (its holder's, e.g. an agent with a short --subnet-lease-ttl, renewing it itself)
+    renew_below: int | None = None
     dry_run: bool = False
 
 
@@ -118,11 +125,27 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     fitting = [lease for lease in mine if rng.fits(lease.subnet)]
     if fitting:
         return Keep(fitting[0])
-    taken = _blocking(listing.taken, rng)
     previous = request.previous
+    before_move = _ours_under_another_ip(leases, request, rng)
+    if before_move is not None:
+        return Keep(before_move)
+    taken = _blocking(listing.taken, rng)
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
     return Create(pick_subnet(rng, taken, rand), mine)
+
+
+def _ours_under_another_ip(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange) -> Lease | None:
+    """Our lease from before our PublicIP changed: at the subnet of our previous subnet.env,
+    carrying our host id, under another PublicIP. Both must hold: a host id alone could be
+    a cloned machine-id, and the subnet file alone another host's subnet. A reservation is
+    pinned to its PublicIP by an operator: never taken over this way."""
+    previous, host = request.previous, request.attrs.host_id
+    if previous is None or host is None or not rng.fits(previous):
+        return None
+    return next((lease for lease in leases
+                 if lease.subnet == previous and lease.attrs.host_id == host and not lease.is_reservation
+                 and lease.attrs.public_ip != request.attrs.public_ip), None)
 
 
 def _blocking(taken: Sequence[netaddr.IPNetwork], rng: SubnetRange) -> list[netaddr.IPNetwork]:
@@ -203,8 +226,10 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
 def _keep(book: LeaseBook, lease: Lease, request: AcquireRequest) -> AcquireResult:
     plan = plan_keep(lease, request)
     if not plan.rewrite:
-        renew_below = request.renew_below
-        if lease.is_reservation or renew_below is None or book.remaining(lease) >= renew_below:
+        if lease.is_reservation or request.renew_below is None:
+            return AcquireResult(lease, False, "kept")
+        remaining, granted = book.lifetime(lease)
+        if remaining >= min(request.renew_below, granted // 2 if granted > 0 else request.renew_below):
             return AcquireResult(lease, False, "kept")
         if not request.dry_run:
             book.refresh(lease)
@@ -225,7 +250,21 @@ def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> Acqui
         return None
     for old in decision.moved_from:  # this host moved: its old leases go
         book.delete(old)
+    first = None if request.requested is not None else _created_before(book, created)
+    if first is not None:
+        book.delete(created)  # another run for this host was first: one host, one lease
+        return _keep(book, first, request)
     return AcquireResult(created, True, action, previous)
+
+
+def _created_before(book: LeaseBook, created: Lease) -> Lease | None:
+    """A lease for our PublicIP that another run for this host created between our listing
+    and our create (two converges at once): the first created, which every run keeps."""
+    twins = [lease for lease in book.list_leases().leases
+             if lease.attrs.public_ip == created.attrs.public_ip and lease.key != created.key
+             and lease.attrs.host_id in (None, created.attrs.host_id)
+             and 0 < lease.create_revision < created.create_revision]
+    return min(twins, key=lambda lease: lease.create_revision, default=None)
 
 
 def release(book: LeaseBook, public_ip: str, subnet: netaddr.IPNetwork | None = None,

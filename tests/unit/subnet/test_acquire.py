@@ -230,3 +230,42 @@ def test_a_smaller_lease_inside_the_network_still_counts():
     inside = [Lease(N(f"10.5.0.{n}/31"), LeaseAttrs(f"192.168.82.{n}"), 7, 3) for n in (4, 8, 12)]
     with pytest.raises(NetworkFullError):
         choose(listing(inside), request(), small)
+
+
+# --- a host whose PublicIP changed -----------------------------------------------------------
+
+NEW_IP = "192.168.81.111"
+
+
+def moved_request(previous: str | None, host: str | None = HOST_B) -> AcquireRequest:
+    attrs = LeaseAttrs(NEW_IP, None, "vxlan", dict(VXLAN)).with_host(host)
+    return AcquireRequest(attrs, previous=N(previous) if previous else None)
+
+
+def test_our_lease_under_our_old_public_ip_is_kept_and_so_rewritten_with_the_new_one():
+    old = hosted("10.5.9.0/24", HOST_B)  # OURS is the old address
+    decision = choose(listing([old]), moved_request("10.5.9.0/24"), RNG)
+    assert decision == Keep(old)
+    plan = plan_keep(old, moved_request("10.5.9.0/24"))
+    assert plan.rewrite and plan.attrs.public_ip == NEW_IP and plan.etcd_lease_id == 7
+
+
+@pytest.mark.parametrize(("stored_host", "previous", "host"), [
+    (HOST_A, "10.5.9.0/24", HOST_B),  # another host's lease at our previous subnet
+    (HOST_B, None, HOST_B),  # no subnet file: a host id alone may be a cloned machine-id
+    (HOST_B, "10.5.10.0/24", HOST_B),  # our host id, but not the subnet we had
+    (None, "10.5.9.0/24", HOST_B),  # no host id: anybody's
+    (HOST_B, "10.5.9.0/24", None),  # we have no host id
+], ids=["other host", "no previous", "other subnet", "lease without host id", "we without host id"])
+def test_a_lease_under_another_public_ip_is_taken_over_only_when_both_subnet_and_host_id_say_ours(
+        stored_host, previous, host):
+    old = hosted("10.5.9.0/24", stored_host)
+    decision = choose(listing([old]), moved_request(previous, host), RNG, random.Random(3))
+    assert isinstance(decision, Create) and decision.subnet != N("10.5.9.0/24") and decision.moved_from == ()
+
+
+def test_a_reservation_under_another_public_ip_is_never_taken_over():
+    old = replace(hosted("10.5.9.0/24", HOST_B), etcd_lease_id=0)  # no etcd lease: a reservation
+    decision = choose(listing([old]), moved_request("10.5.9.0/24"), RNG, random.Random(3))
+    assert isinstance(decision, Create) and decision.subnet != N("10.5.9.0/24")
+

@@ -1,0 +1,61 @@
+"""Two runs for the same host at once (two converges, or a converge and the agent), against a
+real etcd, with the interleaving forced: run B does its whole acquisition between run A's
+listing and run A's create. Both runs must end on the one lease B created first.
+
+The lab-level version (two ``ansible-playbook site.yml`` at once) is in test_host_faults.py;
+there the interleaving is left to chance, here it is certain.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import netaddr
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import EtcdConnection, EtcdSettings
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.acquire import AcquireRequest, acquire
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import LeaseAttrs
+
+IP = "192.168.81.11"
+HOST = "0123456789abcdef"
+
+
+class LateCreator(LeaseRegistry):
+    """A registry whose first create lets another run (`before_create`) go first."""
+
+    def __init__(self, conn: EtcdConnection, prefix: str, before_create) -> None:
+        super().__init__(conn, prefix)
+        self.before_create = before_create
+
+    def create(self, subnet, attrs, ttl, reservation):
+        hook, self.before_create = self.before_create, None
+        if hook is not None:
+            hook()
+        return super().create(subnet, attrs, ttl, reservation)
+
+
+def registry(server, prefix: str, cls=LeaseRegistry, **kwargs) -> LeaseRegistry:
+    return cls(EtcdConnection(EtcdSettings(endpoints=(server.endpoint,), timeout=5)), prefix, **kwargs)
+
+
+def request(mac: str, previous: str) -> AcquireRequest:
+    attrs = LeaseAttrs(IP, None, "vxlan", {"VNI": 1, "VtepMAC": mac}).with_host(HOST)
+    return AcquireRequest(attrs, ttl=600, previous=netaddr.IPNetwork(previous))
+
+
+def test_a_second_run_for_the_same_host_between_list_and_create_leaves_one_lease(etcd_server, etcd_prefix):
+    other = registry(etcd_server, etcd_prefix)
+    other.put_config(NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}), 0)
+    first: list = []
+    racer = registry(etcd_server, etcd_prefix, LateCreator,
+                     before_create=lambda: first.append(acquire(other, request("02:00:00:00:00:0b", "10.5.20.0/24"))))
+    try:
+        late = acquire(racer, request("02:00:00:00:00:0b", "10.5.10.0/24"))
+        stored = etcd_server.get_prefix(f"{etcd_prefix}/subnets/")
+        assert first[0].lease.subnet == netaddr.IPNetwork("10.5.20.0/24")
+        assert list(stored) == [f"{etcd_prefix}/subnets/10.5.20.0-24"], stored  # one host, one lease
+        assert late.lease.subnet == first[0].lease.subnet  # both runs end on it
+        again = acquire(other, request("02:00:00:00:00:0b", "10.5.20.0/24"))
+        assert not again.changed and again.lease.subnet == first[0].lease.subnet
+    finally:
+        racer.conn.close()
+        other.conn.close()
