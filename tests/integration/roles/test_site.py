@@ -91,6 +91,15 @@ def _playbook(lab, *args: str) -> tuple[subprocess.CompletedProcess[str], float]
     return r, time.monotonic() - t0
 
 
+def _converge_changes_nothing(machine_lab, label: str) -> None:
+    r, took = _playbook(machine_lab)
+    recap = _recap(r.stdout)
+    print(f"{label}: {took:.1f} s, recap {recap}")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    changed = re.findall(r"^changed: \[.*$", r.stdout, re.M)
+    assert all(h["changed"] == 0 for h in recap.values()), "\n".join(changed) + f"\n{recap}"
+
+
 def test_site_yml_check_converge_idempotent_ping(machine_lab):
     # 1. check mode on fresh machines fails nothing
     r, t_check = _playbook(machine_lab, "--check")
@@ -107,12 +116,7 @@ def test_site_yml_check_converge_idempotent_ping(machine_lab):
     assert all(h["failed"] == 0 and h["changed"] > 0 for h in recap.values()), recap
 
     # 3. second converge changes nothing
-    r, t_second = _playbook(machine_lab)
-    recap = _recap(r.stdout)
-    print(f"[site.yml] second converge: {t_second:.1f} s, recap {recap}")
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
-    changed = re.findall(r"^changed: \[.*$", r.stdout, re.M)
-    assert all(h["changed"] == 0 for h in recap.values()), "\n".join(changed) + f"\n{recap}"
+    _converge_changes_nothing(machine_lab, "[site.yml] second converge")
 
     # 4. containers on different machines reach each other
     p = subprocess.run([*machine_lab["lab"], "ping-matrix"], cwd=REPO, env=machine_lab["env"],
@@ -199,12 +203,7 @@ def test_a_backend_switch_udp_to_vxlan_converges_with_short_outages(machine_lab)
         assert "flannel.1" in links and "flannel0" not in links, (m.name, links)
         assert "FLANNEL_MTU=1450" in m.run(["cat", "/run/flannel/subnet.env"]).stdout
 
-    r, t_third = _playbook(machine_lab)
-    recap = _recap(r.stdout)
-    print(f"[switch] the next site.yml: {t_third:.1f} s, recap {recap}")
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
-    changed = re.findall(r"^changed: \[.*$", r.stdout, re.M)
-    assert all(h["changed"] == 0 for h in recap.values()), "\n".join(changed) + f"\n{recap}"
+    _converge_changes_nothing(machine_lab, "[switch] the next site.yml")
     for m in machines:
         journal = m.run(["journalctl", "-u", "flanneld", "--since", f"@{since}", "-o", "cat"]).stdout
         assert journal.count("writing ours back") <= 1, (m.name, journal[-3000:])

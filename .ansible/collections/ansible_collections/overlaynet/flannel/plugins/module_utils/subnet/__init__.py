@@ -1,1 +1,0 @@
-"""The cluster network model and flannel's formats: config, subnet ranges, keys, leases, allocation, subnet.env."""
