@@ -606,7 +606,6 @@ def test_a_wrong_password_ends_the_agent_with_the_fix_named(lab, prefix, secured
     assert wrong not in log
 
 
-
 # --- a config change on a running cluster (the agent runs the config that is in etcd) ----
 
 EXIT_CONFIG_CHANGED = 4

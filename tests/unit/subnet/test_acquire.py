@@ -268,4 +268,3 @@ def test_a_reservation_under_another_public_ip_is_never_taken_over():
     old = replace(hosted("10.5.9.0/24", HOST_B), etcd_lease_id=0)  # no etcd lease: a reservation
     decision = choose(listing([old]), moved_request("10.5.9.0/24"), RNG, random.Random(3))
     assert isinstance(decision, Create) and decision.subnet != N("10.5.9.0/24")
-
