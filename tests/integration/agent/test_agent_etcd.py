@@ -418,7 +418,9 @@ def test_a_silent_partition_and_a_compaction_end_in_a_relist(lab, prefix):
 def test_a_lease_made_by_the_module_is_adopted_with_our_backend_data(lab, prefix):
     put_config(lab.etcd, prefix)
     h1 = new_host(lab, "h1")
-    lease_id = lab.etcd.etcdctl("lease", "grant", "3600").split()[1]
+    # 2 h: more than the renew margin (60 min) and less than the agent's TTL (24 h), so the
+    # agent has no reason to renew it at once (it renews a lease due, or one granted longer)
+    lease_id = lab.etcd.etcdctl("lease", "grant", "7200").split()[1]
     key = f"{prefix}/subnets/10.5.77.0-24"
     stale = {"PublicIP": h1.address, "PublicIPv6": None, "BackendType": "host-gw", "BackendData": {"Old": 1}}
     lab.etcd.etcdctl("put", f"--lease={lease_id}", key, json.dumps(stale))
