@@ -63,6 +63,17 @@ SUBNET = "192.168.81.0/24"
 INVENTORY_MARK = "# overlaynet.flannel machine lab"
 
 
+def cannot_run(*extra_tools: str) -> str | None:
+    """Why the machine lab cannot run here (a test's skip reason), or None: it needs root
+    and these tools, plus any *extra_tools* a test uses."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, systemd-nspawn)"
+    for tool in ("systemd-nspawn", "etcd", "etcdctl", "nc", "ip", *extra_tools):
+        if not shutil.which(tool):
+            return f"{tool} is not installed"
+    return None
+
+
 def log(msg: str) -> None:
     print(f"[machine-lab] {msg}", file=sys.stderr, flush=True)
 

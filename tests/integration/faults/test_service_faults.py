@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.machine_lab import MachineLab
+from lab.machine_lab import MachineLab, cannot_run
 from lab.wait import wait_for
 from support.ansible_run import ansible_env
 
@@ -34,15 +33,6 @@ AGENT_ARGS = [f"--subnet-lease-ttl={TTL}", "--subnet-lease-renew-margin=1"]
 STRANGER = "192.168.81.201"
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, systemd-nspawn)"
-    for tool in ("systemd-nspawn", "etcd", "etcdctl", "nc", "ip", "iptables"):
-        if not shutil.which(tool):
-            return f"{tool} is not installed"
-    return None
 
 
 class Machines:
@@ -103,7 +93,7 @@ class Machines:
 
 @pytest.fixture(scope="module")
 def machines():
-    reason = _skip_reason()
+    reason = cannot_run("iptables")
     if reason:
         pytest.skip(reason)
     ms = Machines(REPO / "lab" / ".machines" / "faults")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from lab.machine_lab import cannot_run
+
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
 PREFIX = "oflu-"
@@ -33,15 +34,6 @@ UNIT = "flanneld.service"
 MAX_EXPOSURE = 4.0
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, systemd-nspawn)"
-    for tool in ("systemd-nspawn", "etcd", "etcdctl", "nc", "ip", "nsenter"):
-        if not shutil.which(tool):
-            return f"{tool} is not installed"
-    return None
 
 
 class Lab:
@@ -79,7 +71,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    reason = _skip_reason()
+    reason = cannot_run("nsenter")
     if reason:
         pytest.skip(reason)
     state = REPO / "lab" / ".machines" / "systemd-agent"  # docker's data dir must not sit on overlayfs/tmpfs

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.machine_lab import MachineLab
+from lab.machine_lab import MachineLab, cannot_run
 from lab.ping_watch import PingWatch
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,15 +35,6 @@ COLLECTIONS = REPO / "build" / "collections"
 PREFIX = "oflr-"
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, systemd-nspawn)"
-    for tool in ("systemd-nspawn", "etcd", "etcdctl", "nc", "ip"):
-        if not shutil.which(tool):
-            return f"{tool} is not installed"
-    return None
 
 
 def _recap(output: str) -> dict[str, dict[str, int]]:
@@ -56,7 +46,7 @@ def _recap(output: str) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def machine_lab(tmp_path_factory):
-    reason = _skip_reason()
+    reason = cannot_run()
     if reason:
         pytest.skip(reason)
     # docker's data dir inside a machine must not sit on overlayfs/tmpfs: keep it in the repo
