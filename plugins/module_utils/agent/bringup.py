@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import systemd_fds
-from ..backends.base import Backend, BackendRuntime, LocalHost
+from ..backends.base import Backend, BackendRuntime, BackendSetup, LocalHost
 from ..backends.leftovers import remove_leftovers
 from ..backends.registry import make_backend
 from ..errors import ConfigError, EtcdUnavailableError, HostConflictError, HostNetworkError, LeaseError
@@ -105,6 +105,7 @@ class Running:
     own: Lease
     mtu: int
     firewall: FirewallJob
+    setup: BackendSetup  # what the backend's setup() gave: a change applied in place must not alter it
 
 
 class BringUp:
@@ -126,7 +127,8 @@ class BringUp:
         log.info("network %s, backend %s", config.network, config.backend.type)
         underlay = self._find_underlay()
         log.info("underlay %s (mtu %d), public IP %s", underlay.iface, underlay.mtu, underlay.public_ip)
-        backend, attrs, mtu = self._set_up_backend(config, underlay)
+        backend, attrs, setup = self._set_up_backend(config, underlay)
+        mtu = setup.mtu
         unused = systemd_fds.received().close_unclaimed()
         if unused:
             log.info("closed descriptors from systemd's fd store that backend %s does not use: %s",
@@ -138,7 +140,7 @@ class BringUp:
         firewall = FirewallJob(self.opts, str(config.network), str(own.subnet), self.errors)
         firewall()
         self._write_subnet_file(config, own, mtu)
-        return Running(registry, config, backend, attrs, own, mtu, firewall)
+        return Running(registry, config, backend, attrs, own, mtu, firewall, setup)
 
     def _serve_health(self) -> None:
         opts = self.opts
@@ -172,7 +174,7 @@ class BringUp:
                 errors.append(str(exc))
         raise HostNetworkError("; ".join(errors))
 
-    def _set_up_backend(self, config: NetworkConfig, underlay: Underlay) -> tuple[Backend, LeaseAttrs, int]:
+    def _set_up_backend(self, config: NetworkConfig, underlay: Underlay) -> tuple[Backend, LeaseAttrs, BackendSetup]:
         host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu)
         with open_ipr(host.netns) as ipr:  # after a backend switch: the old backend's device and routes
             remove_leftovers(ipr, config, underlay.index)
@@ -182,7 +184,7 @@ class BringUp:
         self.backend = backend = make_backend(config, host, runtime)
         setup = backend.setup(config, host)
         attrs = LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data).with_host(host_id())
-        return backend, attrs, setup.mtu
+        return backend, attrs, setup
 
     def _acquire(self, registry: LeaseRegistry, config: NetworkConfig, attrs: LeaseAttrs) -> AcquireResult:
         env = read_subnet_env(self.opts.subnet_file)

@@ -1,5 +1,7 @@
 """The agent runs the network config that is in etcd: a change it sees ends it, so that it
-starts again on the new one (systemd's Restart=always, exit code EXIT_CONFIG_CHANGED).
+starts again on the new one (systemd's Restart=always, exit code EXIT_CONFIG_CHANGED) —
+unless only fields its backend applies in place changed (``SPEC.live_fields``, e.g. vxlan's
+DirectRouting): that config is handed back to the agent to apply, with no restart.
 
 The config key is watched (every agent sees a change at the same moment, with or without
 Ansible) and read at every etcd probe (daemon.py), which covers a broken or late watch.
@@ -12,6 +14,7 @@ says so once per value, and picks up the next valid one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigError, shown
@@ -36,16 +39,28 @@ def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def differences(running: NetworkConfig, new: NetworkConfig) -> list[str]:
-    """'Backend.Type vxlan -> udp', one per setting whose effective value differs."""
+def changed_settings(running: NetworkConfig, new: NetworkConfig) -> dict[str, str]:
+    """{'Backend.Type': "'vxlan' -> 'udp'"}, one per setting whose effective value differs."""
     old_flat, new_flat = _flat(running.effective()), _flat(new.effective())
 
     def value(doc: dict[str, Any], name: str) -> str:
         return shown(doc[name]) if name in doc else "unset"
 
     names = sorted(set(old_flat) | set(new_flat))
-    return [f"{name} {value(old_flat, name)} -> {value(new_flat, name)}"
-            for name in names if old_flat.get(name, _UNSET) != new_flat.get(name, _UNSET)]
+    return {name: f"{value(old_flat, name)} -> {value(new_flat, name)}"
+            for name in names if old_flat.get(name, _UNSET) != new_flat.get(name, _UNSET)}
+
+
+def differences(running: NetworkConfig, new: NetworkConfig) -> list[str]:
+    """'Backend.Type vxlan -> udp', one per setting whose effective value differs."""
+    return [f"{name} {change}" for name, change in changed_settings(running, new).items()]
+
+
+def applies_live(running: NetworkConfig, changed: Iterable[str]) -> bool:
+    """Whether the running backend can take every changed setting in place."""
+    live = {f"Backend.{name}" for name in running.backend.spec.live_fields}
+    names = set(changed)
+    return bool(names) and names <= live
 
 
 class ConfigGuard:
@@ -57,26 +72,37 @@ class ConfigGuard:
         self._seen: bytes | None = running.to_json().encode()
         self._reported: bytes | None = None  # the last value we logged about (once per value)
 
-    def check(self, raw: bytes | None) -> None:
-        """Raise ConfigChanged when *raw* (the key's value; None: absent) means another network."""
+    def check(self, raw: bytes | None) -> NetworkConfig | None:
+        """Raise ConfigChanged when *raw* (the key's value; None: absent) means another network;
+        return the new config when the backend applies the change in place (the caller does,
+        then calls accept()); None when nothing is to be done."""
         if raw is not None and raw == self._seen:
-            return
+            return None
         if raw is None:
             self._once(b"", "the network config at %s was deleted; running on with the one we started with",
                        self.key)
-            return
+            return None
         try:
             new = NetworkConfig.from_json(raw, where=f"network config at {self.key}")
         except ConfigError as exc:
             self._once(raw, "ignoring the network config at %s: %s; running on with the one we started with",
                        self.key, exc)
-            return
-        changed = differences(self.running, new)
+            return None
+        changed = changed_settings(self.running, new)
         if not changed:
             self._seen = raw  # the same network, written differently
-            return
-        raise ConfigChanged(f"the network config at {self.key} changed ({'; '.join(changed)}); "
+            return None
+        said = "; ".join(f"{name} {change}" for name, change in changed.items())
+        if applies_live(self.running, changed):
+            log.info("the network config at %s changed (%s); applying it in place", self.key, said)
+            return new
+        raise ConfigChanged(f"the network config at {self.key} changed ({said}); "
                             f"exiting with code {EXIT_CONFIG_CHANGED} to start again on it")
+
+    def accept(self, applied: NetworkConfig) -> None:
+        """The agent runs *applied* now (a change applied in place)."""
+        self.running = applied
+        self._seen = applied.to_json().encode()
 
     def _once(self, value: bytes, message: str, *args: Any) -> None:
         if value != self._reported:

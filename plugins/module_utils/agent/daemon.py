@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import systemd_fds
-from ..errors import EtcdUnavailableError, FlannelError
+from ..errors import EtcdUnavailableError, FlannelError, shown
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
@@ -208,7 +208,23 @@ class Agent:
             return
         for raw in message.batch.events:
             if raw.key == self.registry.config_key.encode():
-                self.config_guard.check(None if type(raw).__name__ == "DeleteEvent" else raw.value)
+                self._follow_config(None if type(raw).__name__ == "DeleteEvent" else raw.value)
+
+    def _follow_config(self, raw: bytes | None) -> None:
+        """The config key's value as read: nothing to do, a change the backend applies in place
+        (setup() again with it, then a repair round re-plans every peer), or ConfigChanged."""
+        new = self.config_guard.check(raw)
+        if new is None:
+            return
+        up = self.up
+        if up.backend.setup(new) != up.setup:
+            # what this host advertises or its MTU would change: only a restart is safe
+            raise ConfigChanged(f"the network config at {self.registry.config_key} changed what this host "
+                                f"advertises; exiting with code {EXIT_CONFIG_CHANGED} to start again on it")
+        up.config = new
+        self.config_guard.accept(new)
+        self.programmer.reconcile()
+        log.info("now running the network config %s", shown(new.to_json()))
 
     def _start_config_watch(self) -> None:
         key = self.registry.config_key
@@ -281,7 +297,7 @@ class Agent:
                      conn.endpoint.url, self.revision + 1)
             self.notifier.status(self._status())
         self._probe_backoff.reset()
-        self.config_guard.check(value)
+        self._follow_config(value)
         if self.feed is None:
             self._start_watch()
         if self.config_feed is None:

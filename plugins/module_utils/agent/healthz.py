@@ -90,7 +90,9 @@ class HealthServer:
                  max_concurrent: int = MAX_CONCURRENT) -> None:
         handler = _handler_for(health, timeout)
         self._server = _BoundedServer((host, port), handler, max_concurrent)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
+        # a short poll: shutdown() waits for it, and a restart (a config change) waits for shutdown()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="healthz", daemon=True)
 
     @property
     def port(self) -> int:

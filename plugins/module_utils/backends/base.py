@@ -156,8 +156,9 @@ class Backend(Protocol):
     def create(cls, config: NetworkConfig, host: LocalHost, runtime: BackendRuntime) -> Backend:
         """The backend bound to this host; nothing is set up yet (the registry calls this)."""
 
-    def setup(self, config: NetworkConfig, host: LocalHost) -> BackendSetup:
-        """Create/adjust this host's devices; return this host's lease data and MTU."""
+    def setup(self, config: NetworkConfig | None = None, host: LocalHost | None = None) -> BackendSetup:
+        """Create/adjust this host's devices; return this host's lease data and MTU. Called
+        again with a new config when only its SPEC.live_fields changed."""
 
     def activate(self, own_subnet: netaddr.IPNetwork) -> None:
         """Called once the lease is known (e.g. to address flannel.<VNI> / flannel0)."""

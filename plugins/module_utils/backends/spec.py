@@ -92,6 +92,9 @@ class BackendSpec:
     device: OwnDevice | None = None  # the device it creates (host-gw: none)
     # Whether its routes (proto RTPROT_OVERLAYNET) may go out of the underlay interface.
     routes_via_underlay: Callable[[BackendConfig], bool] = _not_via_underlay
+    # Backend fields a running agent applies in place (setup() again, then a repair round):
+    # a change of only these restarts nothing (agent/config_guard.py).
+    live_fields: frozenset[str] = frozenset()
 
     def default(self, name: str) -> Any:
         known = self.fields.get(name)

@@ -32,7 +32,7 @@ from lab import netns
 from lab.engine import parse_env_text
 from lab.etcd import Auth, Cluster, EtcdCtl
 from lab.rig import Rig
-from lab.wait import wait_for
+from lab.wait import WaitTimeout, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT = REPO / "bin" / "flannel-agent"
@@ -673,3 +673,34 @@ def test_a_config_with_the_same_meaning_or_a_broken_one_is_not_followed(lab, pre
     assert agent.alive(), agent.log()
     agent.signal(signal.SIGTERM)
     assert agent.wait() == 0
+
+
+@pytest.mark.skipif(not shutil.which("ping"), reason="needs ping")
+def test_direct_routing_is_turned_on_and_off_in_place_with_no_restart(lab, prefix):
+    """vxlan's DirectRouting is one of its SPEC.live_fields: the running agents re-plan their
+    peers (a route over the underlay to a peer on our link, no neighbour/FDB for it; and back)
+    and stay up, and traffic flows in both modes."""
+    put_backend(lab.etcd, prefix, {"Type": "vxlan"})
+    h1, h2 = new_host(lab, "h1"), new_host(lab, "h2")
+    a1, a2 = Agent(lab, h1, prefix).start(), Agent(lab, h2, prefix).start()
+    a1.wait_ready()
+    a2.wait_ready()
+    far_subnet = own_key(a2).replace("-", "/")
+    far = far_subnet.split("/", 1)[0]
+    for direct, gateway in ((True, h2.address), (False, far)):
+        put_backend(lab.etcd, prefix, {"Type": "vxlan", "DirectRouting": direct})
+        try:
+            wait_until(lambda gw=gateway: h1.routes().get(far_subnet) == gw, 10,
+                       f"h1's route to {far_subnet} via {gateway}")
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}: routes {h1.routes()}; log:\n{a1.log()}") from None
+        neighbours = netns.ip(h1.ns, "neigh", "show", "dev", "flannel.1")
+        assert (far in neighbours) is not direct, neighbours
+        wait_until(lambda: netns.ping(h1.ns, far), 10, f"h1 to reach {far} with DirectRouting {direct}")
+        status, stats = h1.http_get("/stats")
+        assert status == 200 and json.loads(stats)["config"]["Backend"]["DirectRouting"] is direct, stats
+        assert a1.alive() and a2.alive(), a1.log() + a2.log()
+    assert a1.log().count("applying it in place") == 2, a1.log()
+    for agent in (a1, a2):
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0

@@ -92,4 +92,5 @@ SPEC = BackendSpec(
     peer_identities=peer_identities,
     device=OwnDevice("vxlan", r"flannel\.[0-9]+", device_name),
     routes_via_underlay=direct_routing,  # DirectRouting: peers on our link are routed directly
+    live_fields=frozenset({"DirectRouting"}),  # only the peers' routes change: a repair round applies it
 )
