@@ -11,13 +11,16 @@ members, namespace prefix ``oflr-`` so it never meets a developer's lab) and run
 5. the roles' parts that need facts of other parts, run alone by tag on the converged
    machines (``--tags flannel_lease,flannel_service,docker_bridge_configure``): ``changed=0``;
 6. the etcd TLS files the role copied (the lab is secured: mutual TLS and etcd auth) are
-   root's, the key 0600; a changed CA on one host is copied again and restarts its agent.
+   root's, the key 0600; a changed CA on one host is copied again and restarts its agent;
+7. a backend switch udp -> vxlan under pings (the longest outage, the switch's time);
+8. vxlan -> host-gw in a new Network (``flannel_network_config_force``), then ``changed=0``.
 
 Wall times of each step are printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -81,8 +84,8 @@ def _playbook(lab, *args: str) -> tuple[subprocess.CompletedProcess[str], float]
     return r, time.monotonic() - t0
 
 
-def _converge_changes_nothing(machine_lab, label: str) -> None:
-    r, took = _playbook(machine_lab)
+def _converge_changes_nothing(machine_lab, label: str, *args: str) -> None:
+    r, took = _playbook(machine_lab, *args)
     recap = _recap(r.stdout)
     print(f"{label}: {took:.1f} s, recap {recap}")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
@@ -197,6 +200,39 @@ def test_a_backend_switch_udp_to_vxlan_converges_with_short_outages(machine_lab)
     for m in machines:
         journal = m.run(["journalctl", "-u", "flanneld", "--since", f"@{since}", "-o", "cat"]).stdout
         assert journal.count("writing ours back") <= 1, (m.name, journal[-3000:])
+    p = subprocess.run([*machine_lab["lab"], "ping-matrix"], cwd=REPO, env=machine_lab["env"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0 and "✘" not in p.stdout, p.stdout + p.stderr
+
+
+def test_vxlan_to_host_gw_in_a_new_network_with_force(machine_lab):
+    """Back from vxlan to host-gw, the cluster moved to another Network in the same site.yml
+    (flannel_network_config_force: the documented procedure). One converge, to keep the
+    suite's time: each agent starts again on the new config, removes flannel.1, leases a
+    subnet in the new network (its old lease goes), docker0 is re-addressed and docker's
+    restart names the containers left stopped; the next site.yml changes nothing."""
+    machines = _machines(machine_lab)
+    moved = ("-e", json.dumps({"flannel_backend": {"type": "host-gw"}, "flannel_network": "10.6.0.0/16",
+                               "flannel_network_config_force": True}))
+    r, took = _playbook(machine_lab, *moved)
+    print(f"[switch] site.yml vxlan -> host-gw in 10.6.0.0/16: {took:.1f} s")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert "3 lease(s) outside 10.6.0.0/16 are replaced" in r.stdout, r.stdout[-6000:]
+    for m in machines:
+        links = m.run(["ip", "-o", "link", "show"]).stdout
+        assert "flannel.1" not in links and "flannel0" not in links, (m.name, links)
+        env = m.run(["cat", "/run/flannel/subnet.env"]).stdout
+        assert "FLANNEL_NETWORK=10.6.0.0/16" in env and "FLANNEL_MTU=1500" in env, (m.name, env)
+        bridge = _bridge_address(m)
+        assert bridge.startswith("10.6."), (m.name, env)
+        assert f"inet {bridge}/24" in m.run(["ip", "-4", "-o", "addr", "show", "dev", "docker0"]).stdout
+        assert re.search(rf"docker on {m.name} restarted for bridge {re.escape(bridge)}/24 .*: ping\b", r.stdout), \
+            r.stdout[-6000:]
+    keys = MachineLab(machine_lab["state"], machine_lab["inventory"], PREFIX).etcdctl(
+        ["get", "--prefix", "--keys-only", "/coreos.com/network/subnets/"]).stdout.split()
+    assert len(keys) == 3 and all(k.rsplit("/", 1)[1].startswith("10.6.") for k in keys), keys
+
+    _converge_changes_nothing(machine_lab, "[switch] the next site.yml", *moved)
     p = subprocess.run([*machine_lab["lab"], "ping-matrix"], cwd=REPO, env=machine_lab["env"],
                        capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0 and "✘" not in p.stdout, p.stdout + p.stderr
