@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 from . import procs
 from .core import Lab
 from .engine import parse_env_text
+from .ping_watch import sent_and_received
 from .state import REPO, LabError
 from .wait import wait_for
 
@@ -165,10 +165,10 @@ class Overlay:
     def lost(stream: subprocess.Popen[str], timeout: float) -> int:
         """Packets a ping stream sent but got no answer for (waits for it to end)."""
         out, _unused = stream.communicate(timeout=timeout)
-        match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        if not match:
+        counts = sent_and_received(out)
+        if counts is None:
             raise LabError(f"no ping summary in: {out}")
-        return int(match.group(1)) - int(match.group(2))
+        return counts[0] - counts[1]
 
     # --- the data plane as the kernel sees it --------------------------------------------
 

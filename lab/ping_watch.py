@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 _SEQ = re.compile(r"icmp_seq=(\d+)")
-_SENT = re.compile(r"(\d+) packets transmitted")
+# iputils: "10 packets transmitted, 9 received"; busybox: "10 packets transmitted, 9 packets received"
+_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+
+
+def sent_and_received(output: str) -> tuple[int, int] | None:
+    """The counts of ping's summary line (None: no summary, e.g. ping was killed)."""
+    match = _SUMMARY.search(output)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 class Runner(Protocol):
@@ -48,8 +55,8 @@ class PingLoss:
 def summarize(output: str, interval: float, source: str = "", target: str = "") -> PingLoss:
     """Losses from ping's output: replies by icmp_seq, requests from its summary line."""
     seqs = sorted({int(m) for m in _SEQ.findall(output)})
-    sent_match = _SENT.search(output)
-    sent = int(sent_match.group(1)) if sent_match else (seqs[-1] if seqs else 0)
+    counts = sent_and_received(output)
+    sent = counts[0] if counts else (seqs[-1] if seqs else 0)
     # seqs start at 1; a missing first reply counts from 0, missing last ones up to sent
     edges = [0, *seqs, sent + 1]
     longest = max((b - a - 1 for a, b in zip(edges, edges[1:], strict=False)), default=0)

@@ -1,12 +1,13 @@
 """The agent under real systemd on lab machines: hardened unit, lossless kill -9, bad flags.
 
 One machine lab (2 nspawn machines with systemd and docker, 1 etcd member, prefix ``oflu-``)
-for the module. For each backend (udp first: its restarts are the hard case) ``site.yml``
-converges the machines with it, then, while a busybox container on one machine pings one on
-the other every 100 ms, the agent's main PID on the first is killed with SIGKILL; systemd
-restarts it (``Restart=always``) and at most one ping may be lost. For udp the restarted
-agent must have taken flannel0's queue and its socket from systemd's fd store (its journal
-says so), and nothing but the agent may live in the unit's cgroup (no keeper under systemd).
+for the module. For each backend (udp first: its restarts are the hard case; ``site.yml``
+converges the machines with it, the next ones are written to etcd and the agents follow),
+while a busybox container on one machine pings one on the other every 100 ms, the agent's
+main PID on the first is killed with SIGKILL; systemd restarts it (``Restart=always``) and
+at most one ping may be lost. For udp the restarted agent must have taken flannel0's queue
+and its socket from systemd's fd store (its journal says so), and nothing but the agent may
+live in the unit's cgroup (no keeper under systemd).
 
 Figures (exposure, restart times, lost pings) are printed: ``pytest -s``.
 """
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from lab.machine_lab import cannot_run
+from lab.ping_watch import sent_and_received
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
@@ -94,12 +96,32 @@ def lab() -> Iterator[Lab]:
 M1, M2 = f"{PREFIX}m1", f"{PREFIX}m2"
 
 
+MTU = {"udp": "1472", "vxlan": "1450", "host-gw": "1500"}
+
+
+def follow(lab: Lab, backend: str) -> None:
+    """The backend switched in etcd alone, no Ansible: each agent ends (exit 4) and systemd
+    starts it again on the new config (a converge per backend would cost minutes)."""
+    config = json.dumps({"Network": "10.5.0.0/16", "Backend": {"Type": backend}})
+    put = lab.lab("etcdctl", "put", "/coreos.com/network/config", config)
+    assert put.returncode == 0, put.stdout + put.stderr
+    deadline = time.monotonic() + 60
+    for machine in (M1, M2):
+        while f"FLANNEL_MTU={MTU[backend]}" not in lab.run(machine, "cat /run/flannel/subnet.env") \
+                or lab.show(machine, "ActiveState")["ActiveState"] != "active":
+            assert time.monotonic() < deadline, lab.run(machine, f"journalctl -u {UNIT} -n 30 --no-pager")
+            time.sleep(0.5)
+    lab.backend = backend
+
+
 def converge(lab: Lab, backend: str) -> str:
-    """site.yml with backend (unless the last run was); agents restarted onto it (the role
-    restarts them only when their code, unit or flags change, and the backend lives in etcd).
+    """The machines on backend: site.yml the first time, then the config in etcd (follow());
+    agents restarted so that each test's kill -9 meets an agent that started under systemd.
     The container on M1's address."""
-    if lab.backend != backend:
+    if lab.backend is None:
         lab.site(backend)
+    elif lab.backend != backend:
+        follow(lab, backend)
     for machine in (M1, M2):
         lab.run(machine, f"systemctl restart {UNIT}", timeout=120)  # Type=notify: returns once ready
     matrix = lab.lab("ping-matrix")
@@ -126,11 +148,11 @@ def kill_9_during_pings(lab: Lab, target: str, count: int = 80) -> dict[str, Any
         time.sleep(0.1)
     back = time.monotonic() - t0
     out, _err = pinger.communicate(timeout=count * 0.1 + 30)
-    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
-    assert m, out
+    counts = sent_and_received(out)
+    assert counts, out
     after = lab.show(M1, "MainPID", "ControlGroup")
     assert after["MainPID"] != before["MainPID"]
-    return {"sent": int(m.group(1)), "lost": int(m.group(1)) - int(m.group(2)), "back_after": back,
+    return {"sent": counts[0], "lost": counts[0] - counts[1], "back_after": back,
             "since": since, "main_pid": after["MainPID"], "cgroup": after["ControlGroup"]}
 
 
