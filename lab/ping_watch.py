@@ -4,12 +4,16 @@ how many replies were lost and the longest stretch without one.
 The ping runs inside a lab machine (iputils ``ping -i 0.1``: one request every 100 ms, as
 root may) and is stopped by its PID inside the machine (``kill -INT``, so it prints its
 summary); every reply line carries its ``icmp_seq``, the gaps between them are the losses.
+Its output goes to a file, not a pipe: a pipe nobody reads fills after ~1,100 lines (about
+two minutes), and then ping blocks, sends nothing and the stretch is never measured.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,19 +77,32 @@ class PingWatch:
         # sh prints its PID and execs ping: that PID is ping's, inside the machine
         argv = ["nsenter", f"--target={self.machine.leader_pid}", "--all", "--", "sh", "-c",
                 f'echo "$$"; exec ping -n -i {self.interval:g} -W 1 {self.target}']
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self._proc.stdout is not None
-        self._pid = self._proc.stdout.readline().strip()
+        self._out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop()
+        self._proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 10
+        while not self._first_line().endswith("\n") and self._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._pid = self._first_line().strip()
         if not self._pid.isdigit():
-            raise RuntimeError(f"ping on {self.machine.name} did not start: {self._pid}")
+            raise RuntimeError(f"ping on {self.machine.name} did not start: {self._output()}")
         return self
+
+    def _first_line(self) -> str:
+        self._out.seek(0)
+        return self._out.readline()
+
+    def _output(self) -> str:
+        self._out.seek(0)
+        return self._out.read()
 
     def stop(self) -> PingLoss:
         assert self._proc is not None
         self.machine.run(["kill", "-INT", self._pid], check=False)
         try:
-            output, _ = self._proc.communicate(timeout=10)
+            self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            output, _ = self._proc.communicate()
+            self._proc.wait()
+        output = self._output()
+        self._out.close()
         return summarize(output, self.interval, self.machine.name, self.target)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+
 import pytest
 
-from lab.ping_watch import summarize
+from lab.ping_watch import PingWatch, summarize
 
 
 def ping_output(replies: list[int], sent: int) -> str:
@@ -26,3 +31,23 @@ def test_losses_and_the_longest_gap(replies, sent, lost, gap):
     assert (loss.sent, loss.lost) == (sent, lost)
     assert loss.longest_gap == pytest.approx(gap)
     assert str(loss).startswith(f"m1 -> 10.5.2.1: {lost} of {sent} lost")
+
+
+class ThisHost:
+    """The Runner of a PingWatch as this host: nsenter into our own namespaces (real ping)."""
+
+    name = "here"
+    leader_pid = os.getpid()
+
+    def run(self, cmd: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ping") or not shutil.which("nsenter"),
+                    reason="needs root, ping and nsenter")
+def test_a_long_watch_keeps_pinging_past_a_pipe_s_worth_of_output():
+    """Over 64 KiB of ping output (a pipe would fill, blocking ping): every request counted."""
+    watch = PingWatch(ThisHost(), "127.0.0.1", interval=0.002).start()
+    time.sleep(4)  # ~2,000 replies of ~60 bytes each
+    loss = watch.stop()
+    assert loss.sent > 1500 and loss.received == loss.sent, loss
