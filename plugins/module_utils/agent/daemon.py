@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
+from ..version import VERSION
 from . import flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
 from .config_guard import EXIT_CONFIG_CHANGED, ConfigChanged, ConfigGuard
@@ -294,6 +296,9 @@ class Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if flags.asks_version(sys.argv[1:] if argv is None else argv):
+        print(VERSION)
+        return EXIT_OK
     systemd_fds.received()  # take LISTEN_FDS* out of the environment before any child can inherit them
     opts = flags.parse(argv)
     setup_logging(opts.v, bool(os.environ.get("JOURNAL_STREAM")))
