@@ -31,7 +31,7 @@ from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
 from ..version import VERSION
-from . import flags
+from . import exported, flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
 from .config_guard import EXIT_CONFIG_CHANGED, ConfigChanged, ConfigGuard
 from .feed import WatchFeed
@@ -69,6 +69,8 @@ class Agent:
         self.etcd_ok = True
         self._probe_backoff = Backoff(1.0, 5.0)
         self._watch_backoff = Backoff(0.5, 5.0)
+        self.watch_starts = 0  # lease watches opened; all but the first are restarts
+        self.health.metrics = self._metrics
 
     @property
     def registry(self) -> LeaseRegistry:
@@ -173,9 +175,26 @@ class Agent:
     def _stats(self) -> dict[str, Any]:
         """/stats: the network config it runs, the peers, what was turned away and why, and
         the backend's own counters."""
-        backend_stats = getattr(self.up.backend, "stats", None)
         running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
-        return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
+        return {**running, **self._backend_stats(), **self.programmer.stats()}
+
+    def _backend_stats(self) -> dict[str, Any]:
+        backend_stats = getattr(self.up.backend, "stats", None)
+        return backend_stats() if callable(backend_stats) else {}
+
+    def _metrics(self) -> str:
+        """/metrics (exported.py), read at scrape time from where each fact is kept; before
+        start-up is done, only the build info and the etcd counters."""
+        conn = self.bringup.conn
+        running = None
+        if self.health.ready:
+            programmer = self.programmer
+            running = exported.RunningFacts(
+                str(self.keeper.own.subnet), self.keeper.expires_at(), programmer.counts(), programmer.rounds,
+                programmer.repairs, max(self.watch_starts - 1, 0), self._backend_stats())
+        backend = self.up.config.backend.type if running is not None else ""
+        return exported.render(exported.AgentFacts(backend, conn.errors if conn else 0,
+                                                   conn.reconnects if conn else 0, running))
 
     # --- following the leases ------------------------------------------------------------
 
@@ -232,6 +251,7 @@ class Agent:
         except FlannelError as exc:
             self._watch_failed(exc)
             return
+        self.watch_starts += 1
         log.debug("watching %s from revision %d", self.registry.subnets_prefix, self.revision + 1)
 
     def _stop_watch(self) -> None:
