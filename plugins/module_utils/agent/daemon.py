@@ -317,7 +317,7 @@ class Agent:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if flags.asks_version(sys.argv[1:] if argv is None else argv):
-        print(VERSION)
+        sys.stdout.write(f"{VERSION}\n")  # before logging is set up: only the version, as flanneld
         return EXIT_OK
     systemd_fds.received()  # take LISTEN_FDS* out of the environment before any child can inherit them
     opts = flags.parse(argv)

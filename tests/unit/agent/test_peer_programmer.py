@@ -82,7 +82,7 @@ def test_rounds_are_all_counted_and_only_the_timers_writes_are_repairs():
     prog = PeerProgrammer(backend, rules, Notifier({}), RepeatingErrors(), lambda: "status")  # type: ignore[arg-type]
     prog.resync([lease(n) for n in range(2, 3 + ONE_BY_ONE)], {})  # a burst: its 6 writes are the burst's changes
     assert (prog.rounds, prog.repairs) == (1, 0)
-    for _ in range(4):  # the timer: 2 written back, nothing counted, a failed round, 1 written back
+    for _round in range(4):  # the timer: 2 written back, nothing counted, a failed round, 1 written back
         prog.reconcile()
     assert (prog.rounds, prog.repairs) == (5, 3)
 

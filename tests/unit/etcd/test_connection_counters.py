@@ -20,7 +20,7 @@ def closed_port() -> int:
 
 
 def test_each_failed_endpoint_is_an_error_and_each_new_client_after_a_drop_a_reconnect():
-    endpoints = tuple(f"http://127.0.0.1:{closed_port()}" for _ in range(2))
+    endpoints = tuple(f"http://127.0.0.1:{closed_port()}" for _unused in range(2))
     conn = EtcdConnection(EtcdSettings(endpoints=endpoints, timeout=2))
     assert (conn.errors, conn.reconnects) == (0, 0)
     with pytest.raises(EtcdUnavailableError):
