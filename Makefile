@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 COLLECTION_DIR := build/ansible_collections/overlaynet/flannel
 APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat \
-	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
+	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git \
+	prometheus
 .DEFAULT_GOAL := help
 
 .PHONY: help deps apt venv test-matrix lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree

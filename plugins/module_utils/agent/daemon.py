@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,8 @@ from ..errors import EtcdUnavailableError, FlannelError, shown
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
-from . import flags
+from ..version import VERSION
+from . import exported, flags
 from .bringup import BringUp, Running, Stopped, Waiter, renew_margin
 from .config_guard import EXIT_CONFIG_CHANGED, ConfigChanged, ConfigGuard
 from .feed import WatchFeed
@@ -67,6 +69,8 @@ class Agent:
         self.etcd_ok = True
         self._probe_backoff = Backoff(1.0, 5.0)
         self._watch_backoff = Backoff(0.5, 5.0)
+        self.watch_starts = 0  # lease watches opened; all but the first are restarts
+        self.health.metrics = self._metrics
 
     @property
     def registry(self) -> LeaseRegistry:
@@ -171,9 +175,26 @@ class Agent:
     def _stats(self) -> dict[str, Any]:
         """/stats: the network config it runs, the peers, what was turned away and why, and
         the backend's own counters."""
-        backend_stats = getattr(self.up.backend, "stats", None)
         running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
-        return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
+        return {**running, **self._backend_stats(), **self.programmer.stats()}
+
+    def _backend_stats(self) -> dict[str, Any]:
+        backend_stats = getattr(self.up.backend, "stats", None)
+        return backend_stats() if callable(backend_stats) else {}
+
+    def _metrics(self) -> str:
+        """/metrics (exported.py), read at scrape time from where each fact is kept; before
+        start-up is done, only the build info and the etcd counters."""
+        conn = self.bringup.conn
+        running = None
+        if self.health.ready:
+            programmer = self.programmer
+            running = exported.RunningFacts(
+                str(self.keeper.own.subnet), self.keeper.expires_at(), programmer.counts(), programmer.rounds,
+                programmer.repairs, max(self.watch_starts - 1, 0), self._backend_stats())
+        backend = self.up.config.backend.type if running is not None else ""
+        return exported.render(exported.AgentFacts(backend, conn.errors if conn else 0,
+                                                   conn.reconnects if conn else 0, running))
 
     # --- following the leases ------------------------------------------------------------
 
@@ -223,7 +244,7 @@ class Agent:
                                 f"advertises; exiting with code {EXIT_CONFIG_CHANGED} to start again on it")
         up.config = new
         self.config_guard.accept(new)
-        self.programmer.reconcile()
+        self.programmer.reconcile(drift=False)  # a config change, not drift
         log.info("now running the network config %s", shown(new.to_json()))
 
     def _start_config_watch(self) -> None:
@@ -246,6 +267,7 @@ class Agent:
         except FlannelError as exc:
             self._watch_failed(exc)
             return
+        self.watch_starts += 1
         log.debug("watching %s from revision %d", self.registry.subnets_prefix, self.revision + 1)
 
     def _stop_watch(self) -> None:
@@ -310,6 +332,9 @@ class Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if flags.asks_version(sys.argv[1:] if argv is None else argv):
+        sys.stdout.write(f"{VERSION}\n")  # before logging is set up: only the version, as flanneld
+        return EXIT_OK
     systemd_fds.received()  # take LISTEN_FDS* out of the environment before any child can inherit them
     opts = flags.parse(argv)
     setup_logging(opts.v, bool(os.environ.get("JOURNAL_STREAM")))

@@ -27,6 +27,7 @@ from ..defaults import (
     DEFAULT_RENEW_MARGIN_MINUTES,
     DEFAULT_SUBNET_FILE,
 )
+from ..version import VERSION
 
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
 _FALSE = {"0", "f", "false", "n", "no", "off"}
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS); "
                "the command line wins.",
     )
+    parser.add_argument("--version", action="version", version=VERSION,
+                        help="print the version and exit (also -version, as flanneld)")
     for flag in FLAGS:
         names = [f"--{flag.name}"] + (["-v"] if flag.name == "v" else [])
         default = "" if flag.default in (None, []) else f"; default {_shown(flag.default)}"
@@ -163,6 +166,17 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def asks_version(argv: Sequence[str]) -> bool:
+    """--version (or Go style -version) before any `--`: answered before anything else is
+    parsed, read or opened, so it works whatever else the command line or environment holds."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg in ("--version", "-version"):
+            return True
+    return False
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""/healthz (the main loop is alive), /readyz (start-up is done) and /stats (the backend's
-counters, where it keeps any: the udp forwarder) over HTTP, in a thread.
+"""/healthz (the main loop is alive), /readyz (start-up is done), /stats (the backend's
+counters, where it keeps any: the udp forwarder) and /metrics (Prometheus' text format:
+agent/exported.py) over HTTP, in a thread.
 
 Bounded, so a slow or hostile client cannot starve it (the role binds it to 127.0.0.1, but
 anything local may connect): each connection has REQUEST_TIMEOUT seconds for its whole
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 5.0  # seconds a connection may take to send its request and read the answer
 MAX_CONCURRENT = 8  # requests served at once; more get 503 right away
@@ -32,6 +35,7 @@ class Health:
         self.stale_after = stale_after
         self.ready = False
         self.stats: Callable[[], dict[str, Any]] | None = None  # the backend's counters, if it has any
+        self.metrics: Callable[[], str] | None = None  # the exposition text (agent/exported.py)
         self._last_beat = time.monotonic()
 
     def beat(self) -> None:
@@ -123,28 +127,36 @@ class _TimedHandler(BaseHTTPRequestHandler):
         super().finish()
 
 
+def _text(text: str) -> bytes:
+    return (text + "\n").encode()
+
+
+def _page(health: Health, path: str) -> tuple[int, bytes, str]:
+    """The answer to GET `path`: status, body, content type."""
+    if path in ("/healthz", "/readyz"):
+        ok = health.alive() and (path == "/healthz" or health.ready)
+        good, bad = ("flanneld is running", "not alive") if path == "/healthz" else ("ready", "not ready")
+        return (200, _text(good), "text/plain") if ok else (503, _text(bad), "text/plain")
+    if path == "/stats" and health.stats is not None:
+        return 200, _text(json.dumps(health.stats(), sort_keys=True)), "application/json"
+    if path == "/metrics" and health.metrics is not None:
+        return 200, health.metrics().encode(), metrics.CONTENT_TYPE
+    return 404, _text("not found"), "text/plain"
+
+
 def _handler_for(health: Health, request_timeout: float) -> type[BaseHTTPRequestHandler]:
     class Handler(_TimedHandler):
         timeout = request_timeout
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            if self.path == "/healthz":
-                self._answer(health.alive(), "flanneld is running", "not alive")
-            elif self.path == "/readyz":
-                self._answer(health.ready and health.alive(), "ready", "not ready")
-            elif self.path == "/stats" and health.stats is not None:
-                self._reply(200, json.dumps(health.stats(), sort_keys=True), "application/json")
-            else:
-                self._reply(404, "not found")
+            try:
+                answer = _page(health, self.path)
+            except Exception:  # noqa: BLE001 - a bug in one page must not take the server down
+                log.exception("healthz: GET %s failed", self.path)
+                answer = 500, _text("internal error"), "text/plain"
+            self._send(*answer)
 
-        def _answer(self, ok: bool, good: str, bad: str) -> None:
-            if ok:
-                self._reply(200, good)
-            else:
-                self._reply(503, bad)
-
-        def _reply(self, code: int, text: str, content_type: str = "text/plain") -> None:
-            body = (text + "\n").encode()
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

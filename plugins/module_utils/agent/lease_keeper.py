@@ -49,6 +49,11 @@ class LeaseKeeper:
     def _after_ttl(self, lease: Lease) -> float:
         return math.inf if lease.is_reservation else time.monotonic() + self.ttl
 
+    def expires_at(self) -> float:
+        """When our lease runs out at the latest unless renewed, in unix seconds (+Inf for a
+        reservation): what the last renewal or TTL check learnt."""
+        return time.time() + (self._expires_by - time.monotonic())
+
     def _lapsed(self) -> bool:
         """True when our lease may have expired on its own (we could not renew it in time)."""
         return time.monotonic() >= self._expires_by

@@ -34,6 +34,8 @@ class PeerProgrammer:
         self.peers = PeerCache(rules.select)
         self.malformed: dict[str, str] = {}  # keys holding no lease -> why
         self._reported: dict[str, str] = {}  # what was last logged per key (logged once)
+        self.rounds = 0  # repair rounds run (the timer's and the bursts')
+        self.repairs = 0  # what the timer's rounds found missing or wrong and wrote (drift)
 
     def apply(self, events: Iterable[SubnetEvent]) -> None:
         """A batch of watch events on other hosts' keys; one re-selection for all of them."""
@@ -53,6 +55,11 @@ class PeerProgrammer:
         """/stats "leases": how many peers are programmed, and which keys were turned away, why."""
         return {"leases": {"peers": len(self.peers.peers), "rejected": dict(self.peers.rejected),
                            "malformed": dict(self.malformed)}}
+
+    def counts(self) -> dict[str, int]:
+        """/metrics: how many leases are in each state (exported.PEER_STATES)."""
+        return {"programmed": len(self.peers.peers), "rejected": len(self.peers.rejected),
+                "malformed": len(self.malformed)}
 
     def _program(self, changes: list[PeerChange]) -> None:
         self._report()
@@ -75,7 +82,7 @@ class PeerProgrammer:
         repair round over all peers, which costs one dump per table and one batch of
         writes however many there are."""
         if len(changes) > ONE_BY_ONE:
-            self.reconcile()
+            self.reconcile(drift=False)
         for change in changes:
             lease = change.lease
             where = f"{lease.subnet} at {lease.attrs.public_ip}"
@@ -91,11 +98,16 @@ class PeerProgrammer:
         if change.kind in ("add", "update"):
             _backend_call("add", self.backend.add_peer, change.lease, where)
 
-    def reconcile(self) -> None:
-        """Drift repair: the backend re-creates what is missing; an error is logged once."""
+    def reconcile(self, drift: bool = True) -> None:
+        """Drift repair: the backend re-creates what is missing; an error is logged once.
+        What a burst's round writes is the burst's changes, not drift: only the timer's
+        rounds (`drift`) count their writes as repairs."""
+        self.rounds += 1
         try:
-            self.backend.reconcile(dict(self.peers.peers))
+            written = self.backend.reconcile(dict(self.peers.peers))
             self._errors.ok("reconcile")
+            if drift and written:
+                self.repairs += written
         except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
             self._errors.failed("reconcile", f"data-plane repair failed: {exc}")
 

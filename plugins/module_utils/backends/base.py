@@ -55,6 +55,7 @@ class KernelBackend:
         self._rules: PeerRules | None = None
         self._rtnl: rtnl.Rtnl | None = None
         self._plans: dict[str, tuple[Lease, int | None, PeerPlan | None]] = {}
+        self._written = 0  # requests sent to the kernel so far; reconcile() returns its share
 
     def _tables(self, index: int | None) -> Tables:
         """One dump of each table (under the lock)."""
@@ -62,7 +63,10 @@ class KernelBackend:
 
     def _write(self, requests: list[rtnl.Request]) -> list[str]:
         """Send the requests as one batch; the failures, one line each (under the lock)."""
-        return self._netlink(lambda rt: rt.run(requests)) if requests else []
+        if not requests:
+            return []
+        self._written += len(requests)
+        return self._netlink(lambda rt: rt.run(requests))
 
     def _netlink(self, work: Callable[[rtnl.Rtnl], _T]) -> _T:
         if self._rtnl is None:
@@ -169,8 +173,10 @@ class Backend(Protocol):
     def remove_peer(self, lease: Lease) -> None:
         """Remove what add_peer programmed for this lease."""
 
-    def reconcile(self, peers: dict[str, Lease]) -> None:
-        """Re-create anything missing/changed (drift repair); peers keyed by lease.key."""
+    def reconcile(self, peers: dict[str, Lease]) -> int | None:
+        """Re-create anything missing/changed (drift repair); peers keyed by lease.key.
+        Returns how many things it had to write or re-create (the agent's repairs metric);
+        None: the backend does not count them."""
 
     def close(self) -> None:
         """Stop threads/sockets; leave routes, devices and FDB in place."""

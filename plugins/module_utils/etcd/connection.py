@@ -100,6 +100,11 @@ class EtcdConnection:
             raise EtcdSetupError("etcd_password is set but etcd_username is not; set both, or neither")
         self._current = 0
         self._client: EtcdClient | None = None
+        # For the agent's metrics: requests an endpoint failed (each failover step counts),
+        # and clients opened again after one was dropped.
+        self.errors = 0
+        self.reconnects = 0
+        self._connected = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -145,6 +150,7 @@ class EtcdConnection:
             except EtcdSetupError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not an outage
+                self.errors += 1
                 if not failures.is_outage(exc):
                     raise failures.translate(exc, ep.url, self.settings.username, self.settings.cert_file) from None
                 line, is_setting = failures.outage_line(exc, ep.url, self.settings.cert_file)
@@ -162,6 +168,8 @@ class EtcdConnection:
         (a call refused for its token did nothing, so running it again is safe)."""
         if self._client is None:
             self._client = self._connect(ep)
+            self.reconnects += int(self._connected)
+            self._connected = True
         try:
             return operation(self._client)
         except Exception as exc:  # noqa: BLE001 - only an expired token is handled here

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -28,11 +29,13 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.identity import host_id
+from ansible_collections.overlaynet.flannel.plugins.module_utils.version import VERSION
 from lab import netns
 from lab.engine import parse_env_text
 from lab.etcd import Auth, Cluster, EtcdCtl
 from lab.rig import Rig
 from lab.wait import WaitTimeout, wait_for
+from support.prometheus import Scrape
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT = REPO / "bin" / "flannel-agent"
@@ -74,6 +77,19 @@ class Host:
         )
         out = netns.run(self.ns, [sys.executable, "-c", code]).stdout.split(" ", 1)
         return int(out[0]), out[1].strip()
+
+    def scrape(self) -> Scrape:
+        """GET /metrics as Prometheus would, the body as it came (not stripped)."""
+        code = (
+            "import json, urllib.request\n"
+            f"r = urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}/metrics', timeout=3)\n"
+            "print(json.dumps([r.headers['Content-Type'], r.read().decode()]))\n"
+        )
+        content_type, text = json.loads(netns.run(self.ns, [sys.executable, "-c", code]).stdout)
+        return Scrape(content_type, text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.scrape().checked().value(name, **labels)
 
 
 class Agent:
@@ -303,6 +319,40 @@ def test_peers_follow_the_leases_and_drift_is_repaired(lab, prefix):
     assert a1.wait() == 0
 
 
+def test_metrics_follow_the_peers_repairs_and_the_lease_and_pass_promtool(lab, prefix):
+    put_config(lab.etcd, prefix)
+    h1 = new_host(lab, "h1")
+    a1 = Agent(lab, h1, prefix, "--subnet-lease-ttl", "600", "--subnet-lease-renew-margin", "1").start()
+    a1.wait_ready()
+    first = h1.scrape().checked()
+    assert first.labels_of("flannel_build_info") == {"version": VERSION, "python": platform.python_version(),
+                                                     "backend": "host-gw"}
+    subnet = own_key(a1).replace("-", "/")
+    expiry = first.value("flannel_lease_expiry_timestamp_seconds", subnet=subnet)
+    assert time.time() + 500 < expiry <= time.time() + 602  # within the 600 s TTL granted
+    assert [first.value("flannel_peers", state=s) for s in ("programmed", "rejected", "malformed")] == [0, 0, 0]
+
+    def peers(state: str) -> float:
+        return h1.metric("flannel_peers", state=state)
+
+    put_fake_peer(lab.etcd, prefix, "10.5.200.0/24", "192.168.81.200")
+    wait_until(lambda: peers("programmed") == 1, 10, "the peer counted as programmed")
+    put_fake_peer(lab.etcd, prefix, "10.5.201.0/24", "10.5.7.7")  # hostile: a PublicIP inside the overlay
+    lab.etcd.etcdctl("put", f"{prefix}/subnets/10.5.202.0-24", "{not json")
+    wait_until(lambda: (peers("rejected"), peers("malformed")) == (1, 1), 10, "the hostile and malformed leases")
+    assert peers("programmed") == 1 and "10.5.201.0/24" not in h1.routes()
+
+    repairs = h1.metric("flannel_reconcile_repairs_total")
+    netns.ip(h1.ns, "route", "del", "10.5.200.0/24")
+    wait_until(lambda: h1.metric("flannel_reconcile_repairs_total") == repairs + 1, 10, "the repair counted")
+    last = h1.scrape().checked()
+    assert last.value("flannel_reconcile_rounds_total") > first.value("flannel_reconcile_rounds_total")
+    assert last.value("flannel_watch_restarts_total") == 0
+    assert h1.routes().get("10.5.200.0/24") == "192.168.81.200"
+    a1.signal(signal.SIGTERM)
+    assert a1.wait() == 0
+
+
 def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, prefix):
     put_config(lab.etcd, prefix)
     h1, h2 = new_host(lab, "h1"), new_host(lab, "h2")
@@ -313,6 +363,7 @@ def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, pre
     s2 = own_key(a2).replace("-", "/")
     wait_until(lambda: len(h1.routes()) == 2 and len(h2.routes()) == 2, 10, "both peers' routes")
     before = (h1.routes(), h2.routes())
+    calm = h1.scrape().checked()
 
     h3 = new_host(lab, "h3")
     a3 = Agent(lab, h3, prefix)
@@ -327,9 +378,19 @@ def test_etcd_outage_leaves_the_data_plane_alone_and_the_agent_recovers(lab, pre
         assert "could not read the network config (attempt 2)" in a3.log()
         netns.ip(h1.ns, "route", "del", s2)  # drift is still repaired without etcd
         wait_until(lambda: h1.routes() == before[0], 10, "the route repaired during the outage")
+        wait_until(lambda: h1.metric("flannel_reconcile_repairs_total") > calm.value("flannel_reconcile_repairs_total"),
+                   5, "the repair counted")
+        assert h1.metric("flannel_etcd_errors_total") > calm.value("flannel_etcd_errors_total")
+        waiting = h3.scrape().checked()  # before start-up is done: build info and the etcd counters only
+        assert waiting.labels_of("flannel_build_info")["backend"] == ""
+        assert waiting.value("flannel_etcd_errors_total") >= 2
+        assert ("flannel_peers", (("state", "programmed"),)) not in waiting.samples()
     finally:
         lab.etcd.start()
     wait_until(lambda: "etcd is reachable again" in a1.log(), 15, "the agent to reconnect")
+    wait_until(lambda: h1.metric("flannel_watch_restarts_total") >= 1, 10, "the watch restart counted")
+    assert calm.value("flannel_watch_restarts_total") == 0
+    assert h1.metric("flannel_etcd_reconnects_total") > calm.value("flannel_etcd_reconnects_total")
 
     # After the restart new peers are seen: a lease written with etcdctl and the new agent.
     put_fake_peer(lab.etcd, prefix, "10.5.202.0/24", "192.168.81.202")
@@ -487,9 +548,16 @@ def test_the_other_backends_carry_traffic_between_two_agents(lab, prefix, backen
         return netns.ping(h1.ns, far)
 
     wait_until(reaches, 15, f"h1 to reach {far} over {backend}")
+    if backend == "udp":  # the forwarder's own counters, exported
+        scrape = h1.scrape().checked()
+        assert scrape.value("flannel_udp_datagrams_total", direction="tx") > 0
+        assert scrape.value("flannel_udp_datagrams_total", direction="rx") > 0
+        assert scrape.value("flannel_udp_drops_total", direction="rx", reason="not_peer") == 0
+    repairs = h1.metric("flannel_reconcile_repairs_total")
     # The device deleted behind the agent's back: repaired (device, address, routes) within 10 s.
     netns.ip(h1.ns, "link", "del", device)
     wait_until(reaches, 10, f"{device} to be repaired")
+    wait_until(lambda: h1.metric("flannel_reconcile_repairs_total") > repairs, 5, "the repair counted")
     for agent in (a1, a2):
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0

@@ -98,7 +98,8 @@ def test_reconcile_repairs_drift_and_removes_only_our_stale_routes(lab):
     ip(h1.ns, "route", "add", "10.5.60.0/24", "via", h2.public_ip)  # somebody else's
     assert not h1.ping_from_container(h2.container_ip, tries=1)
 
-    backends[1].reconcile(peers_of(h1, leases))
+    assert backends[1].reconcile(peers_of(h1, leases)) == 3  # a route added, one replaced, one deleted
+    assert backends[1].reconcile(peers_of(h1, leases)) == 0
     p = plane(h1.ns)
     assert p.routes == {"10.5.2.0/24": (h2.public_ip, "eth0", False), "10.5.3.0/24": (h3.public_ip, "eth0", False)}
     assert "10.5.60.0/24" in p.foreign_routes

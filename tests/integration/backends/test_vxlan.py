@@ -114,14 +114,15 @@ def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
     ip(h1.ns, "fdb", "del", mac2, "dev", "flannel.1", "dst", h2.public_ip)
     ip(h1.ns, "neigh", "del", "10.5.3.0", "dev", "flannel.1")
     assert not h1.ping_from_container(h2.container_ip, tries=1)
-    backends[1].reconcile(peers_of(h1, leases))
+    assert backends[1].reconcile(peers_of(h1, leases)) == 3  # what it wrote back: the agent's repairs metric
     got = plane(h1.ns)
     assert (got.routes, got.neighbours, got.fdb) == (want.routes, want.neighbours, want.fdb)
     assert h1.ping_from_container(h2.container_ip)
+    assert backends[1].reconcile(peers_of(h1, leases)) == 0  # no drift, nothing written
 
     ip(h1.ns, "link", "del", "flannel.1")
     assert not h1.ping_from_container(h2.container_ip, tries=1)
-    backends[1].reconcile(peers_of(h1, leases))
+    assert backends[1].reconcile(peers_of(h1, leases)) == 1 + 3 * 2  # the device, each peer's three entries
     got = plane(h1.ns)
     assert got.link.get("address") == want.link.get("address") and got.link["flags"] & 1
     assert (got.addresses, got.routes, got.neighbours, got.fdb) == (

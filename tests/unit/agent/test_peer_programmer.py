@@ -59,3 +59,37 @@ def test_a_burst_of_changes_is_one_repair_round_over_all_peers():
     assert len(prog.peers.peers) == len(many)
     prog.apply([SubnetEvent("delete", lease(n).key, None, 99) for n in many])
     assert backend.calls[-1] == ("reconcile", [])
+
+
+class CountingBackend(RecordingBackend):
+    """reconcile() reports what it wrote, as the kernel backends do (None: not counted)."""
+
+    def __init__(self, written: list[int | None | Exception]) -> None:
+        super().__init__()
+        self.written = written
+
+    def reconcile(self, peers: dict[str, Lease]) -> int | None:  # type: ignore[override]
+        super().reconcile(peers)
+        result = self.written.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def test_rounds_are_all_counted_and_only_the_timers_writes_are_repairs():
+    backend = CountingBackend([6, 2, None, RuntimeError("netlink"), 1])
+    rules = PeerRules(CONFIG, netaddr.IPNetwork("10.5.1.0/24"), "192.168.81.1", "host-gw")
+    prog = PeerProgrammer(backend, rules, Notifier({}), RepeatingErrors(), lambda: "status")  # type: ignore[arg-type]
+    prog.resync([lease(n) for n in range(2, 3 + ONE_BY_ONE)], {})  # a burst: its 6 writes are the burst's changes
+    assert (prog.rounds, prog.repairs) == (1, 0)
+    for _round in range(4):  # the timer: 2 written back, nothing counted, a failed round, 1 written back
+        prog.reconcile()
+    assert (prog.rounds, prog.repairs) == (5, 3)
+
+
+def test_counts_by_state():
+    prog, _backend = programmer()
+    own_ip = LeaseAttrs("192.168.81.1", None, "host-gw", None)  # our PublicIP: the peer rules turn it away
+    hostile = Lease(netaddr.IPNetwork("10.5.9.0/24"), own_ip, 7, 9, create_revision=9)
+    prog.resync([lease(2), lease(3), hostile], {"10.5.8.0-24": "not JSON"})
+    assert prog.counts() == {"programmed": 2, "rejected": 1, "malformed": 1}

@@ -61,12 +61,14 @@ class HostGwBackend(KernelBackend):
             batch.delete_route(str(lease.subnet.cidr))
             _raise_if(self._write(batch.requests))
 
-    def reconcile(self, peers: dict[str, Lease]) -> None:
+    def reconcile(self, peers: dict[str, Lease]) -> int:
         """Re-create missing/changed routes and delete our routes no current peer needs.
         Peers that cannot be routed are reported together in one HostNetworkError at the end,
-        after all the others were programmed."""
+        after all the others were programmed. Returns the routes written."""
         with self._lock:
+            written = self._written
             _raise_if(self._sync(peers, stale=True))
+            return self._written - written
 
     def close(self) -> None:
         """Only the netlink socket closes; routes stay so traffic survives an agent restart."""

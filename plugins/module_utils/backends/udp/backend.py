@@ -139,22 +139,26 @@ class UdpBackend:
         if self._routes.pop(lease.key, None) is not None:
             self._push_routes()
 
-    def reconcile(self, peers: dict[str, Lease]) -> None:
+    def reconcile(self, peers: dict[str, Lease]) -> int:
+        """Returns what it changed: the peer table swapped in, flannel0 re-created or set
+        right, its address or route, a forwarder restarted (one each)."""
         routes: dict[str, PeerRoute] = {}
         for key, lease in peers.items():
             route = self._route_for(lease)
             if route is not None:
                 routes[key] = route
-        if routes != self._routes:
+        changed = routes != self._routes
+        if changed:
             self._routes = routes
             self._push_routes()
         if not self.mtu:
-            return  # setup() has not run: no device of ours to check yet
-        self._ensure_tun()
+            return int(changed)  # setup() has not run: no device of ours to check yet
+        repaired = [changed, self._ensure_tun()]
         if self.own_subnet is not None:
-            self._ensure_address_and_route()
+            repaired.append(self._ensure_address_and_route())
         self._ensure_socket()
-        self._ensure_forwarder()
+        repaired.append(self._ensure_forwarder())
+        return sum(repaired)
 
     def close(self) -> None:
         """Stop forwarding; flannel0 (persistent), its address and route stay for the next run,
@@ -222,13 +226,16 @@ class UdpBackend:
 
     # --- device, socket, forwarder ---------------------------------------------------------
 
-    def _ensure_tun(self) -> None:
-        """Attach flannel0 (creating it), and keep MTU and state right; re-create if deleted."""
+    def _ensure_tun(self) -> bool:
+        """Attach flannel0 (creating it), and keep MTU and state right; re-create if deleted.
+        True when it had to re-create or change it."""
         with open_ipr(self.host.netns) as ipr:
             index = link_index(ipr, self.tun_name)
+            recreated = False
             if self._tun is not None and self._ifindex and (index != self._ifindex or self._tun.closed):
                 log.warning("%s was deleted or replaced; re-creating it", self.tun_name)
                 self._release(tun=True)
+                recreated = True
             if self._tun is None:
                 self._tun = open_tun(self.tun_name, vnet_hdr=self.gso, offloads=GSO_OFFLOADS, netns=self.host.netns)
                 index = link_index(ipr, self.tun_name)
@@ -237,8 +244,9 @@ class UdpBackend:
             self._ifindex = index
             link = get_link(ipr, index)
             if link is not None:
-                ensure_link_attrs(ipr, link, mtu=self.mtu)
-                ensure_link_up(ipr, link)
+                recreated = ensure_link_attrs(ipr, link, mtu=self.mtu) or recreated
+                recreated = ensure_link_up(ipr, link) or recreated
+        return recreated
 
     def _take_over_from_keeper(self) -> None:
         """Adopt the queue and socket the previous agent left (fd store or keeper), if they fit."""
@@ -280,14 +288,16 @@ class UdpBackend:
             self._sock.close()
             self._sock = None
 
-    def _ensure_address_and_route(self) -> None:
-        """flannel0 = <own network>/32 (its only IPv4 address); the Network routed via flannel0."""
+    def _ensure_address_and_route(self) -> bool:
+        """flannel0 = <own network>/32 (its only IPv4 address); the Network routed via flannel0.
+        True when either had to be set."""
         if self.own_subnet is None:
-            return  # not activated yet: there is no address to give
+            return False  # not activated yet: there is no address to give
         address = netaddr.IPNetwork(f"{self.own_subnet.network}/32")
         with open_ipr(self.host.netns) as ipr:
-            ensure_only_ipv4_address(ipr, self._ifindex, self.tun_name, address)
-            ensure_route(ipr, Route(self.config.network.cidr, None, self._ifindex))
+            addressed = ensure_only_ipv4_address(ipr, self._ifindex, self.tun_name, address)
+            routed = ensure_route(ipr, Route(self.config.network.cidr, None, self._ifindex))
+        return addressed or routed
 
     def _ensure_socket(self) -> None:
         port = self.config.backend.port
@@ -317,10 +327,12 @@ class UdpBackend:
         self._sock = sock
         self._bound = (self.host.public_ip, port)
 
-    def _ensure_forwarder(self) -> None:
+    def _ensure_forwarder(self) -> bool:
+        """Start the forwarder; True when it had stopped and was started again."""
         if self._tun is None or self._sock is None:
-            return
-        if self._forwarder is not None and not self._forwarder.alive():
+            return False
+        restarted = self._forwarder is not None and not self._forwarder.alive()
+        if restarted and self._forwarder is not None:
             errors = self._forwarder.errors
             self._forwarder.stop()
             self._forwarder = None
@@ -335,3 +347,4 @@ class UdpBackend:
             self._forwarder.set_routes(self._routes.values())
         self._forwarder.start()
         self._ensure_keeper()
+        return restarted

@@ -104,17 +104,20 @@ class VxlanBackend(KernelBackend):
             errors = self._write(batch.requests)
         _raise_if(errors)
 
-    def reconcile(self, peers: dict[str, Lease]) -> None:
+    def reconcile(self, peers: dict[str, Lease]) -> int:
         """Bring the device and every peer's entries back to what they should be, and remove
         our routes/neighbours/FDB entries that no current peer needs. Peers that cannot be
         programmed do not stop the others; they are reported in one HostNetworkError at the end.
-        Reads three dumps and writes only differences, so it is cheap to run every few seconds."""
+        Reads three dumps and writes only differences, so it is cheap to run every few seconds.
+        Returns the writes (a re-created device counts one)."""
         with self._lock:
             self._peers = dict(peers)
+            written = self._written
             with nl.open_ipr(self._host.netns) as ipr:
-                index = self._ensure_device(ipr)[0]
+                index, reset = self._ensure_device(ipr)
                 errors = self._sync(ipr, index, self._peers, stale=True)
         _raise_if(errors)
+        return self._written - written + int(reset)
 
     def close(self) -> None:
         """Only the netlink socket closes; the device, routes and FDB stay so traffic survives
