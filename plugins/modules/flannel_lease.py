@@ -58,7 +58,7 @@ options:
     elements: str
   iface_can_reach:
     description:
-      - An address (for example the etcd server's): the underlay is the interface, and the source address, of
+      - An address (for example the etcd server's). The underlay is the interface, and the source address, of
         this host's route to it, as flanneld's C(--iface-can-reach). Used when neither O(iface) nor
         O(iface_regex) matched.
     type: str

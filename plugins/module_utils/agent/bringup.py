@@ -167,7 +167,8 @@ class BringUp:
         return select_underlay(underlay_choice(self.opts))
 
     def _set_up_backend(self, config: NetworkConfig, underlay: Underlay) -> tuple[Backend, LeaseAttrs, int]:
-        host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu)
+        host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu,
+                         local_ip=underlay.iface_ip)
         with open_ipr(host.netns) as ipr:  # after a backend switch: the old backend's device and routes
             remove_leftovers(ipr, config, underlay.index)
         # State (the udp peer table) lives next to the subnet file: /run, gone after a reboot, as it should.

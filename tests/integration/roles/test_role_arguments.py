@@ -107,4 +107,3 @@ def test_the_underlay_variables_reach_the_unit_as_flags_systemd_reads_back(tmp_p
     unit.write_text("[Service]\nExecStart=/bin/true " + " ".join(words) + "\n")
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
     assert verify.returncode == 0 and "escape" not in verify.stderr, verify.stderr
-
