@@ -18,6 +18,7 @@ The one library of the labs, the test rigs and the benchmark (one job per module
 * ``etcd_security.py`` - a lab's secured etcd (mutual TLS, auth): PKI and 0600 password
   files under the state dir, rebuilt from the state record, inventory variables
 * ``underlay.py``     - the underlay switch (bridge ``br0``) and nodes plugged into it
+                        (``plug_nic``: a node's further NIC, e.g. on a second switch)
 * ``containers.py``   - container namespaces on a host's ``docker0``
 * ``rig.py``          - :class:`Rig`: the namespaces, etcd and processes of one test
 * ``engine.py``       - the engine importable as ``ansible_collections.overlaynet.flannel``

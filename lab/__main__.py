@@ -4,6 +4,7 @@
     down
     status [--json]
     add-host [NAME]
+    add-nic HOST [--iface eth1] [--subnet 192.168.82.0/24]
     remove-host NAME
     add-container HOST NAME [--address CIDR] [--bridge-address]
     remove-container NAME
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .core import Lab
+from .core import SECOND_SUBNET, Lab
 from .state import DEFAULT_SUBNET, LabError
 
 
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add-host", parents=[common], help="join one more light host")
     p.add_argument("name", nargs="?")
+    p = sub.add_parser("add-nic", parents=[common],
+                       help="give a host another NIC on a further underlay network (for --iface...)")
+    p.add_argument("host")
+    p.add_argument("--iface", default="eth1")
+    p.add_argument("--subnet", default=SECOND_SUBNET, help="that network (its own switch namespace)")
     p = sub.add_parser("remove-host", parents=[common], help="remove a light host")
     p.add_argument("name")
 
@@ -154,6 +160,12 @@ def _add_host(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_nic(lab: Lab, args: argparse.Namespace) -> int:
+    address = lab.add_nic(args.host, args.iface, args.subnet)
+    print(f"host {args.host}: {args.iface} {address} on {args.subnet}")
+    return 0
+
+
 def _add_container(lab: Lab, args: argparse.Namespace) -> int:
     c = lab.add_container(args.host, args.name, args.address, args.bridge_address)
     print(f"container {c['name']} on {c['host']}: {c['netns']} {c['address']} "
@@ -187,7 +199,8 @@ def _action(lab: Lab, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
-    "down": _down, "status": _status, "add-host": _add_host, "add-container": _add_container, "exec": _exec,
+    "down": _down, "status": _status, "add-host": _add_host, "add-nic": _add_nic, "add-container": _add_container,
+    "exec": _exec,
     **dict.fromkeys(ACTIONS, _action),
 }
 

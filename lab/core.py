@@ -48,6 +48,8 @@ HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 CONTAINER_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 RESERVED = re.compile(r"^(underlay|etcd[0-9]*)$")
 HOST_OFFSET = 10  # host i has underlay address <network> + 10 + i
+SECOND_SUBNET = "192.168.82.0/24"  # the default network of add_nic
+NIC_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 ETCD_OFFSET = 1  # etcd member i has <network> + 1 + i
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 FAIL_POINTS = ("start", "underlay", "etcd", "hosts", "ready")
@@ -362,6 +364,37 @@ class Lab:
                 self._remove_host(name)
                 raise
             return name
+
+    def add_nic(self, host: str, iface: str = "eth1", subnet: str = SECOND_SUBNET) -> str:
+        """Give host *host* another NIC *iface* on a further underlay network *subnet* (its
+        own switch, namespace ``<prefix>net<N>``, made on first use); its address is
+        ``<subnet> + 10 + i`` as on eth0. For the underlay choice (``--iface``,
+        ``--iface-regex``, ``--iface-can-reach``); the default route stays on eth0. Returns
+        the address."""
+        with self._mutating():
+            st = self._st
+            hrec = self._host(host)
+            try:
+                net = ipaddress.IPv4Network(subnet)
+            except ValueError as exc:
+                raise LabError(f"--subnet {subnet!r} is not an IPv4 network such as {SECOND_SUBNET}") from exc
+            if not NIC_RE.match(iface) or netns.link_exists(hrec["netns"], iface):
+                raise LabError(f"bad or taken interface name {iface!r} on {host}: use e.g. eth1 (eth0 is the underlay)")
+            networks = st.setdefault("networks", {})
+            if str(net) not in networks:
+                if net.overlaps(ipaddress.IPv4Network(st["subnet"])):
+                    raise LabError(f"--subnet {net} overlaps the lab's underlay {st['subnet']}")
+                ns = f"{self.prefix}net{len(networks) + 1}"
+                self._record_ns(ns)
+                netns.add(ns, self._ns_tag)
+                underlay.make_switch(ns)
+                networks[str(net)] = ns
+            address = underlay.node_address(str(net), HOST_OFFSET + hrec["index"])
+            underlay.plug_nic(networks[str(net)], hrec["netns"], iface, f"n{hrec['index']}-{iface}"[:15],
+                              f"{address}/{net.prefixlen}")
+            hrec.setdefault("nics", {})[iface] = {"address": address, "subnet": str(net)}
+            self._save()
+            return address
 
     def remove_host(self, name: str) -> None:
         """Remove host *name* (its containers, processes, namespace, files); rewrite the

@@ -10,6 +10,8 @@ pieces as the light lab (``underlay``, ``containers``, ``etcd``)::
     <prefix>h<i>       a docker host (docker_hosts): node at <subnet> + 10 + i, IPv4
                        forwarding on, docker0 <overlay>.<i>.1/24
     <prefix>c<i>       its container: eth0 <overlay>.<i>.2/24 on docker0, default via .1
+    <prefix><network>  a further underlay network (add_network): its own bridge br0; a
+                       node's second NIC (nic) plugs into it
 
 Nothing is added to the root namespace. Processes started through :meth:`Rig.popen` are
 stopped by PID, machines registered in :attr:`Rig.machines` are stopped, and the
@@ -82,6 +84,7 @@ class Rig:
         self._cleanups: list[Callable[[], object]] = []
         self._tmp: Path | None = None
         self._ports = 0
+        self._networks: dict[str, ipaddress.IPv4Network] = {}
 
     # --- building ------------------------------------------------------------------------
 
@@ -120,6 +123,24 @@ class Rig:
         underlay.plug(self.switch, ns, port or f"p{self._ports}", f"{self.address(offset)}/{self.subnet.prefixlen}",
                       self.mtu)
         return ns
+
+    def add_network(self, name: str, subnet: str) -> str:
+        """A further underlay network: switch namespace ``<prefix><name>``, bridge br0 with no
+        address, for the second NICs of nodes (:meth:`nic`)."""
+        ns = self.namespace(name)
+        underlay.make_switch(ns, None, self.mtu)
+        self._networks[name] = ipaddress.IPv4Network(subnet)
+        return ns
+
+    def nic(self, node_ns: str, iface: str, network: str, offset: int) -> str:
+        """NIC *iface* of node *node_ns* on *network* (see :meth:`add_network`) at
+        ``<its subnet> + offset``; returns that address."""
+        subnet = self._networks[network]
+        address = str(subnet.network_address + offset)
+        self._ports += 1
+        underlay.plug_nic(self.ns(network), node_ns, iface, f"p{self._ports}", f"{address}/{subnet.prefixlen}",
+                          self.mtu)
+        return address
 
     def docker_host(self, i: int, overlay: str = "10.5.0.0/16", container_mtu: int = 1500) -> Host:
         """Host ``h<i>`` with docker0 ``<overlay>.<i>.1/24`` and container ``c<i>`` on it."""

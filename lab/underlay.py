@@ -57,12 +57,20 @@ def plug(switch_ns: str, ns: str, port: str, address: str, mtu: int = MTU,
     With *default_route*, add ``default dev eth0`` inside *ns* (hosts: so the default
     interface - Ansible's ``ansible_default_ipv4``, flanneld without ``--iface`` - is
     ``eth0`` as on a real host; there is no gateway, nothing leaves the underlay)."""
-    netns.add_veth(ns, "eth0", switch_ns, port, mtu)
+    plug_nic(switch_ns, ns, "eth0", port, address, mtu, default_route)
+
+
+def plug_nic(switch_ns: str, ns: str, iface: str, port: str, address: str, mtu: int = MTU,
+             default_route: bool = False) -> None:
+    """Give namespace *ns* a NIC *iface* with *address* (CIDR) on the switch in *switch_ns*
+    (port *port*): ``eth0``, or a second NIC on another switch (a host with two networks,
+    for the underlay choice: ``--iface``, ``--iface-regex``, ``--iface-can-reach``)."""
+    netns.add_veth(ns, iface, switch_ns, port, mtu)
     netns.ip_batch(ns, [
         "link set lo up",
-        f"addr add {address} dev eth0",
-        "link set eth0 up",
-        *(["route add default dev eth0"] if default_route else []),
+        f"addr add {address} dev {iface}",
+        f"link set {iface} up",
+        *([f"route add default dev {iface}"] if default_route else []),
     ])
     netns.ip_batch(switch_ns, [f"link set {port} master {BRIDGE}", f"link set {port} up"])
 

@@ -29,12 +29,38 @@ options:
     default: present
   public_ip:
     description:
-      - The address other hosts reach this host on (the lease's C(PublicIP)). Default the first IPv4
-        address of O(iface), else of the interface of the default route.
+      - The address other hosts reach this host on (the lease's C(PublicIP)), as flanneld's C(--public-ip).
+        Default the address of the interface chosen by O(iface), O(iface_regex) or O(iface_can_reach)
+        (the one matched, else its first IPv4 address).
+      - With none of those three, the interface holding this address is the underlay; when no interface
+        holds it (the host is behind NAT), the default route's.
+    type: str
+  public_ipv6:
+    description:
+      - The IPv6 address other hosts reach this host on, stored as the lease's C(PublicIPv6) (flanneld's
+        C(--public-ipv6)). Default none.
     type: str
   iface:
     description:
-      - The underlay interface; its MTU sets the default O(mtu).
+      - The underlay interface, as flanneld's C(--iface) - a name (V(eth1)) or an address of the interface
+        (V(192.168.1.11)). Several are tried in order; the first that exists and has an IPv4 address wins.
+      - With none of O(iface), O(iface_regex), O(iface_can_reach) the interface of the default route is used.
+      - The chosen interface's MTU sets the default O(mtu).
+    type: list
+    elements: str
+  iface_regex:
+    description:
+      - Regular expressions (Python syntax, unanchored), as flanneld's C(--iface-regex), tried in order when
+        no O(iface) matched; each is matched against every interface's IPv4 addresses first, then against the
+        interface names.
+      - Give a YAML list; a plain string would be split at its commas by Ansible.
+    type: list
+    elements: str
+  iface_can_reach:
+    description:
+      - An address (for example the etcd server's). The underlay is the interface, and the source address, of
+        this host's route to it, as flanneld's C(--iface-can-reach). Used when neither O(iface) nor
+        O(iface_regex) matched.
     type: str
   subnet:
     description:
@@ -86,6 +112,19 @@ EXAMPLES = r"""
   overlaynet.flannel.flannel_lease:
     iface: eth1
     etcd_endpoints: ["http://10.0.0.10:2379"]
+
+- name: Lease with the interface whose address is in 192.168.82.0/24, else the one named bond0
+  overlaynet.flannel.flannel_lease:
+    iface_regex: ['^192\.168\.82\.', '^bond0$']
+
+- name: Lease with the interface of the route to the etcd server
+  overlaynet.flannel.flannel_lease:
+    iface_can_reach: 10.0.0.10
+
+- name: Lease with eth1, advertising the address the NAT in front of this host maps to it
+  overlaynet.flannel.flannel_lease:
+    iface: eth1
+    public_ip: 203.0.113.7
 
 - name: Pin this host to a subnet, as a reservation
   overlaynet.flannel.flannel_lease:
@@ -161,7 +200,10 @@ def main() -> None:
             ETCD_ARGUMENT_SPEC,
             state=dict(type="str", choices=["present", "absent"], default="present"),
             public_ip=dict(type="str"),
-            iface=dict(type="str"),
+            public_ipv6=dict(type="str"),
+            iface=dict(type="list", elements="str"),
+            iface_regex=dict(type="list", elements="str"),
+            iface_can_reach=dict(type="str"),
             subnet=dict(type="str"),
             reservation=dict(type="bool", default=False),
             ttl=dict(type="int", default=DEFAULT_LEASE_TTL),
@@ -180,7 +222,9 @@ def main() -> None:
     try:
         with lease_registry(p) as registry:
             params = LeaseParams(
-                state=p["state"], public_ip=p["public_ip"], iface=p["iface"], subnet=p["subnet"],
+                state=p["state"], public_ip=p["public_ip"], public_ipv6=p["public_ipv6"],
+                iface=tuple(p["iface"] or ()), iface_regex=tuple(p["iface_regex"] or ()),
+                iface_can_reach=p["iface_can_reach"], subnet=p["subnet"],
                 reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
                 ip_masq=p["ip_masq"], mtu=p["mtu"],
             )

@@ -26,14 +26,14 @@ from ..errors import ConfigError, EtcdUnavailableError, HostConflictError, HostN
 from ..etcd.connection import EtcdConnection, EtcdSettings
 from ..etcd.registry import LeaseRegistry
 from ..host.netlink import open_ipr
-from ..host.underlay import Underlay, find_underlay
+from ..host.underlay import Underlay, select_underlay
 from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, AcquireResult, acquire
 from ..subnet.config import NetworkConfig
 from ..subnet.env import SubnetEnv, read_subnet_env, write_subnet_env
 from ..subnet.lease import Lease, LeaseAttrs
 from .firewall_job import FirewallJob
-from .flags import PASSWORD_IN_ARGV_WARNING
+from .flags import PASSWORD_IN_ARGV_WARNING, underlay_choice
 from .healthz import Health, HealthServer
 from .logs import RepeatingErrors
 from .messages import Message
@@ -126,7 +126,8 @@ class BringUp:
                                       (EtcdUnavailableError, ConfigError))
         log.info("network %s, backend %s", config.network, config.backend.type)
         underlay = self._find_underlay()
-        log.info("underlay %s (mtu %d), public IP %s", underlay.iface, underlay.mtu, underlay.public_ip)
+        log.info("underlay %s (mtu %d, address %s), public IP %s%s", underlay.iface, underlay.mtu, underlay.iface_ip,
+                 underlay.public_ip, f", public IPv6 {underlay.public_ipv6}" if underlay.public_ipv6 else "")
         backend, attrs, setup = self._set_up_backend(config, underlay)
         mtu = setup.mtu
         unused = systemd_fds.received().close_unclaimed()
@@ -165,17 +166,11 @@ class BringUp:
         return LeaseRegistry(self.conn, opts.etcd_prefix)
 
     def _find_underlay(self) -> Underlay:
-        ifaces = self.opts.iface or [None]
-        errors = []
-        for iface in ifaces:
-            try:
-                return find_underlay(iface, self.opts.public_ip)
-            except HostNetworkError as exc:
-                errors.append(str(exc))
-        raise HostNetworkError("; ".join(errors))
+        return select_underlay(underlay_choice(self.opts))
 
     def _set_up_backend(self, config: NetworkConfig, underlay: Underlay) -> tuple[Backend, LeaseAttrs, BackendSetup]:
-        host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu)
+        host = LocalHost(underlay.public_ip, underlay.iface, underlay.index, underlay.mtu,
+                         local_ip=underlay.iface_ip)
         with open_ipr(host.netns) as ipr:  # after a backend switch: the old backend's device and routes
             remove_leftovers(ipr, config, underlay.index)
         # State (the udp peer table) lives next to the subnet file: /run, gone after a reboot, as it should.
@@ -183,7 +178,8 @@ class BringUp:
                                  fast_path=self.opts.udp_fast_path)
         self.backend = backend = make_backend(config, host, runtime)
         setup = backend.setup(config, host)
-        attrs = LeaseAttrs(underlay.public_ip, None, setup.backend_type, setup.backend_data).with_host(host_id())
+        attrs = LeaseAttrs(underlay.public_ip, underlay.public_ipv6, setup.backend_type,
+                           setup.backend_data).with_host(host_id())
         return backend, attrs, setup
 
     def _acquire(self, registry: LeaseRegistry, config: NetworkConfig, attrs: LeaseAttrs) -> AcquireResult:

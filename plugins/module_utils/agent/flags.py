@@ -3,7 +3,8 @@
 The command line wins over the environment, which wins over the default. Like Go's flag
 package, a long flag may be given with one dash (`-etcd-endpoints=...`) and a boolean as
 `--ip-masq`, `--ip-masq=true` or `--ip-masq=false`. List flags take comma lists (and may
-be repeated).
+be repeated); `--iface-regex` may only be repeated, since a regular expression may hold
+commas (its environment variable holds one).
 
 A password is a Secret (its repr is masked, so a logged Namespace never shows it), and
 `etcd_password_in_argv` records whether it came from the command line, where every local
@@ -27,6 +28,8 @@ from ..defaults import (
     DEFAULT_RENEW_MARGIN_MINUTES,
     DEFAULT_SUBNET_FILE,
 )
+from ..errors import HostNetworkError
+from ..host.underlay import UnderlayChoice, check_choice
 from ..version import VERSION
 
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
@@ -48,7 +51,7 @@ class Secret(str):
 @dataclass(frozen=True)
 class Flag:
     name: str
-    kind: str  # "str", "list", "bool", "int", "float"
+    kind: str  # "str", "list" (comma separated, repeatable), "multi" (repeatable), "bool", "int", "float"
     default: Any
     help: str
     minimum: float | None = None
@@ -70,8 +73,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag("etcd-keyfile", "str", None, "client key for etcd"),
     Flag("etcd-username", "str", None, "etcd user name"),
     Flag("etcd-password", "str", None, "etcd password"),
-    Flag("iface", "list", [], "underlay interface(s) to use, tried in order (default: the default route's)"),
+    Flag("iface", "list", [], "underlay interface(s) to use, a name or an address of it, tried in order "
+         "(default: the default route's)"),
+    Flag("iface-regex", "multi", [], "regular expression matched against the interfaces' IPv4 addresses, then "
+         "their names, if no --iface matched (repeatable; tried in order)"),
+    Flag("iface-can-reach", "str", None, "use the interface (and source address) of the route to this address, "
+         "if no --iface or --iface-regex matched"),
     Flag("public-ip", "str", None, "IP other hosts reach this one on (default: the interface's address)"),
+    Flag("public-ipv6", "str", None, "IPv6 address other hosts reach this one on, published in the lease"),
     Flag("subnet-file", "str", DEFAULT_SUBNET_FILE, "where to write the subnet environment"),
     Flag("ip-masq", "bool", False, "masquerade traffic leaving the overlay network"),
     Flag("iptables-forward-rules", "bool", True, "accept the overlay network in the FORWARD chain"),
@@ -109,6 +118,8 @@ def convert(flag: Flag, text: str) -> Any:
     """One flag value from its text form (command line or environment)."""
     if flag.kind == "list":
         return [item.strip() for item in text.split(",") if item.strip()]
+    if flag.kind == "multi":
+        return [text] if text else []
     if flag.kind == "bool":
         return parse_bool(text)
     if flag.name in SECRET_FLAGS:
@@ -147,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         names = [f"--{flag.name}"] + (["-v"] if flag.name == "v" else [])
         default = "" if flag.default in (None, []) else f"; default {_shown(flag.default)}"
         help_text = f"{flag.help} (env {flag.env}{default})"
-        metavar = {"list": "LIST", "int": "N", "float": "SECONDS"}.get(flag.kind, "VALUE")
+        metavar = {"list": "LIST", "multi": "REGEX", "int": "N", "float": "SECONDS"}.get(flag.kind, "VALUE")
         if flag.kind == "bool":
             parser.add_argument(*names, dest=flag.dest, nargs="?", const=True, default=None,
                                 type=_option_type(flag), metavar="true|false", help=help_text)
-        elif flag.kind == "list":
+        elif flag.kind in ("list", "multi"):
             parser.add_argument(*names, dest=flag.dest, action="append", default=None,
                                 type=_option_type(flag), metavar=metavar, help=help_text)
         else:
@@ -199,7 +210,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     result = argparse.Namespace(etcd_password_in_argv=cli.etcd_password is not None)
     for flag in FLAGS:
         value = getattr(cli, flag.dest)
-        if value is not None and flag.kind == "list":
+        if value is not None and flag.kind in ("list", "multi"):
             value = [item for chunk in value for item in chunk]
         if value is None and environ.get(flag.env) is not None:
             try:
@@ -213,4 +224,13 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         parser.error(f"--etcd-endpoints is empty; give at least one, e.g. {DEFAULT_ENDPOINTS[0]}")
     if result.healthz_port > 65535:
         parser.error(f"--healthz-port {result.healthz_port} is not a port (0-65535)")
+    try:
+        check_choice(underlay_choice(result))
+    except HostNetworkError as exc:  # a bad address or regex: restarting cannot fix it
+        parser.error(str(exc))
     return result
+
+
+def underlay_choice(opts: argparse.Namespace) -> UnderlayChoice:
+    """The underlay the flags ask for (--iface, --iface-regex, --iface-can-reach, --public-ip(v6))."""
+    return UnderlayChoice.of(opts.iface, opts.iface_regex, opts.iface_can_reach, opts.public_ip, opts.public_ipv6)

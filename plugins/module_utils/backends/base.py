@@ -24,11 +24,18 @@ _T = TypeVar("_T")
 class LocalHost:
     """This host, as the backend needs to know it."""
 
-    public_ip: str  # underlay address other hosts reach us on
+    public_ip: str  # underlay address other hosts reach us on (advertised in the lease)
     iface: str  # underlay interface name
     iface_index: int
     iface_mtu: int
     netns: str | None = None  # pyroute2 netns name for tests; None = current namespace
+    local_ip: str = ""  # the interface's own address, where it differs (--public-ip behind NAT)
+
+    @property
+    def source_ip(self) -> str:
+        """Where our encapsulated traffic leaves from and the udp socket is bound: the
+        interface's address (upstream's IfaceAddr), not a public IP another box maps to us."""
+        return self.local_ip or self.public_ip
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from ..deps import netaddr
 from ..errors import LeaseError, named
 from ..etcd.registry import LeaseRegistry
 from ..files import read_text
-from ..host.underlay import find_underlay
+from ..host.underlay import UnderlayChoice, select_underlay
 from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, acquire, release
 from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
@@ -40,7 +40,10 @@ class LeaseParams:
 
     state: str = "present"
     public_ip: str | None = None
-    iface: str | None = None
+    iface: str | tuple[str, ...] | None = None  # names or addresses, tried in order
+    iface_regex: tuple[str, ...] = ()
+    iface_can_reach: str | None = None
+    public_ipv6: str | None = None
     subnet: str | None = None  # a specific subnet to hold
     reservation: bool = False
     ttl: int = DEFAULT_LEASE_TTL
@@ -51,17 +54,19 @@ class LeaseParams:
 
 def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) -> LeaseOutcome:
     requested = _parse_subnet(params.subnet) if params.subnet else None
+    choice = UnderlayChoice.of(params.iface, params.iface_regex, params.iface_can_reach, params.public_ip,
+                               params.public_ipv6)
     if params.state == "absent":
-        ip = params.public_ip or find_underlay(params.iface, None).public_ip
+        ip = params.public_ip or select_underlay(choice).public_ip
         gone = release(registry, ip, requested, dry_run=dry_run, host=host_id())
         return LeaseOutcome(bool(gone), "released" if gone else "absent", ip, released=[g.key for g in gone])
 
     config = registry.get_config()
-    underlay = find_underlay(params.iface, params.public_ip)
+    underlay = select_underlay(choice)
     before = _read_subnet_file(params.subnet_file)
     previous_env = parse_subnet_env(before) if before is not None else None
     spec = config.backend.spec
-    attrs = LeaseAttrs(underlay.public_ip, None, spec.lease_type,
+    attrs = LeaseAttrs(underlay.public_ip, underlay.public_ipv6, spec.lease_type,
                        spec.module_lease_data(config.backend, underlay.public_ip)).with_host(host_id())
     result = acquire(registry, AcquireRequest(
         attrs, ttl=params.ttl, requested=requested,

@@ -331,6 +331,25 @@ def test_backend_drives_a_named_namespace_from_outside(make_lab) -> None:
     assert root_flannel0_count() == root_links  # nothing was created in our own namespace
 
 
+def test_behind_nat_the_socket_is_bound_to_the_interface_address(make_lab) -> None:
+    """--public-ip names an address this host does not hold: the lease carries it, the socket
+    is bound to the interface's address (binding the public one would fail: EADDRNOTAVAIL)."""
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import UdpBackend
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
+
+    lab, _agents = make_lab(1)
+    config = NetworkConfig.from_dict({"Network": "10.7.0.0/16", "Backend": {"Type": "udp"}})
+    index = json.loads(lab.run(lab.ns("h1"), "ip", "-j", "link", "show", "eth0").stdout)[0]["ifindex"]
+    host = LocalHost("203.0.113.7", "eth0", index, 1500, netns=lab.ns("h1"), local_ip=underlay_ip(1))
+    backend = UdpBackend(config, host)
+    try:
+        backend.setup(config, host)
+        assert backend._sock is not None and backend._sock.getsockname() == (underlay_ip(1), 8285)
+    finally:
+        backend.close()
+
+
 def test_fast_path_advertisement_and_a_corrupt_state_file(tmp_path: Path) -> None:
     from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
     from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import (

@@ -13,10 +13,11 @@ import netaddr
 import pytest
 from backend_lab import RTPROT, config, host_lease, ip, local_host, netlink_changes, peers_of, plane, start
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.backend import VxlanBackend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import HostNetworkError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 
@@ -175,6 +176,18 @@ def test_vtep_mac_is_stable_across_a_new_setup(lab):
     assert other.backend_data["VtepMAC"] != first.backend_data["VtepMAC"]
 
 
+def test_behind_nat_the_device_sends_from_the_interface_address(lab):
+    """--public-ip names an address this host does not hold: the lease (and the VTEP MAC) carry
+    it, the device's local address stays the interface's (upstream: ExtAddr vs IfaceAddr)."""
+    h1 = lab.hosts[0]
+    nat = LocalHost("203.0.113.7", "eth0", h1.iface_index, 1500, netns=h1.ns, local_ip=h1.public_ip)
+    done = VxlanBackend(config(VXLAN), nat).setup()
+    assert plane(h1.ns).vxlan("IFLA_VXLAN_LOCAL") == h1.public_ip
+    assert done.backend_data["VtepMAC"] == vtep_mac(1, "203.0.113.7")
+    VxlanBackend(config(VXLAN), local_host(h1)).setup()  # back to the lab's own (public = local)
+    assert plane(h1.ns).vxlan("IFLA_VXLAN_LOCAL") == h1.public_ip
+
+
 def test_device_with_wrong_parameters_is_recreated(lab):
     h1 = lab.hosts[0]
     ip(h1.ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "4789", "local", h1.public_ip,
@@ -308,6 +321,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import LocalHost
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.vxlan.mac import vtep_mac
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 import netaddr

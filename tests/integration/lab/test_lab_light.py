@@ -322,6 +322,27 @@ def test_add_and_remove_host(lab: Lab) -> None:
     assert lab.hosts == ["h1", "h2"]
 
 
+def test_a_second_nic_on_a_further_network(lab: Lab) -> None:
+    """add_nic: eth1 on a switch of its own (<prefix>net1); the default route stays on eth0."""
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.host.underlay import (
+        UnderlayChoice,
+        select_underlay,
+    )
+
+    assert lab.add_nic("h2") == "192.168.82.12"
+    assert lab.add_nic("h1", "eth1", "192.168.82.0/24") == "192.168.82.11"
+    assert lab_netns.exists(f"{lab.prefix}net1") and lab.state is not None
+    assert lab.state["hosts"]["h1"]["nics"] == {"eth1": {"address": "192.168.82.11", "subnet": "192.168.82.0/24"}}
+    assert lab_netns.ping(lab.host_ns("h1"), "192.168.82.12")  # the two second NICs share a network
+    h2 = lab.host_ns("h2")
+    assert select_underlay(UnderlayChoice(), h2).iface == "eth0"
+    assert select_underlay(UnderlayChoice(regexes=(r"^192\.168\.82\.",)), h2).iface == "eth1"
+    with pytest.raises(LabError, match="taken"):
+        lab.add_nic("h1", "eth1")
+    with pytest.raises(LabError, match="overlaps"):
+        lab.add_nic("h1", "eth2", "192.168.81.128/25")
+
+
 def test_up_refuses_when_up(lab: Lab, scratch_state: Path) -> None:
     with pytest.raises(LabError, match="already up"):
         Lab.up(hosts=1, state_dir=lab.state_dir, prefix=lab.prefix)

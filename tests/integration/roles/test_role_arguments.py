@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,29 @@ def test_a_password_is_sent_where_allowed_and_never_shown(tmp_path: Path, extra:
     assert "unencrypted" not in out
     assert f"{tmp_path}/etc/pki/etcd-ca.pem" in out  # the CA would be copied into the role's pki dir
     assert PASSWORD not in out
+
+
+REGEX = r'^192\.168\.8[12]{1,2}\. "q" $HOME %n'  # backslashes, a comma, quotes, '$' and '%'
+
+
+def test_the_underlay_variables_reach_the_unit_as_flags_systemd_reads_back(tmp_path: Path) -> None:
+    """flannel_iface as a list, flannel_iface_regex as one string (commas kept), can-reach and the
+    public IPs: each one ExecStart= word, quoted so that systemd's unquoting gives the value back
+    (systemd-analyze verify warns of any escape it does not know). One run: a role run costs ~15 s."""
+    rc, out = _role_run(tmp_path, {"flannel_etcd_endpoints": ["http://127.0.0.1:2379"],
+                                   "flannel_iface": ["eth1", "192.168.82.11"], "flannel_iface_regex": REGEX,
+                                   "flannel_iface_can_reach": "10.0.0.10", "flannel_public_ip": "203.0.113.7",
+                                   "flannel_public_ipv6": "2001:db8::7"},
+                        "--check", "--diff", "--tags", "flannel_configure")
+    assert rc == 0, out
+    words = [line[1:].strip().rstrip("\\").strip() for line in out.splitlines()
+             if line.startswith("+  ") and ("--iface" in line or "--public-ip" in line)]
+    assert words == ['"--iface=eth1"', '"--iface=192.168.82.11"',
+                     r'"--iface-regex=^192\\.168\\.8[12]{1,2}\\. \"q\" $$HOME %%n"',
+                     '"--iface-can-reach=10.0.0.10"', '"--public-ip=203.0.113.7"', '"--public-ipv6=2001:db8::7"'], out
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is missing (Debian: systemd); the words above were checked")
+    unit = tmp_path / "ofli-check.service"
+    unit.write_text("[Service]\nExecStart=/bin/true " + " ".join(words) + "\n")
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and "escape" not in verify.stderr, verify.stderr

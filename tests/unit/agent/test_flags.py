@@ -86,6 +86,38 @@ def test_lists_split_on_commas_and_repeat():
     assert opts.iface == ["eth0", "eth1", "eth2"]
 
 
+def test_the_underlay_flags_as_flanneld_has_them():
+    opts = parse(["--iface", "eth1", "--iface=192.168.82.11", "--iface-regex", r"^192\.168\.8[12]{1,2}\.",
+                  "-iface-regex=^bond", "--iface-can-reach", "10.0.0.10", "--public-ip", "203.0.113.7",
+                  "--public-ipv6", "2001:db8::7"])
+    assert opts.iface == ["eth1", "192.168.82.11"]
+    assert opts.iface_regex == [r"^192\.168\.8[12]{1,2}\.", "^bond"]  # a comma does not split a regex
+    assert (opts.iface_can_reach, opts.public_ip, opts.public_ipv6) == ("10.0.0.10", "203.0.113.7", "2001:db8::7")
+    choice = flags.underlay_choice(opts)
+    assert choice.ifaces == ("eth1", "192.168.82.11") and choice.regexes == tuple(opts.iface_regex)
+    from_env = parse([], {"FLANNELD_IFACE_REGEX": "^10\\.(1|2),?", "FLANNELD_IFACE_CAN_REACH": "10.0.0.10",
+                          "FLANNELD_PUBLIC_IPV6": "fd00::1"})
+    assert from_env.iface_regex == ["^10\\.(1|2),?"]
+    assert (from_env.iface_can_reach, from_env.public_ipv6) == ("10.0.0.10", "fd00::1")
+    assert parse([]).iface_regex == [] and parse([]).iface_can_reach is None
+
+
+@pytest.mark.parametrize(("argv", "env", "says"), [
+    (["--iface-regex", "(eth"], {}, "iface-regex '(eth' is not a valid regular expression"),
+    ([], {"FLANNELD_IFACE_REGEX": "[0-"}, "iface-regex '[0-' is not a valid regular expression"),
+    (["--iface-can-reach", "etcd1"], {}, "iface-can-reach 'etcd1' is not an IP address"),
+    (["--public-ip", "10.0.0.256"], {}, "public-ip '10.0.0.256' is not an IPv4 address"),
+    (["--public-ipv6", "10.0.0.1"], {}, "public-ipv6 '10.0.0.1' is not an IPv6 address"),
+    (["--iface", "eth0 eth1"], {}, "iface 'eth0 eth1' is neither an IP address nor an interface name"),
+], ids=["regex", "regex-env", "can-reach", "public-ip", "public-ipv6", "iface"])
+def test_a_bad_underlay_flag_is_a_usage_error(capsys, argv, env, says):
+    """Exit 2 (the unit does not restart on it), never a traceback."""
+    with pytest.raises(SystemExit) as exc:
+        parse(argv, env)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_go_style_single_dash_flags_as_in_old_units():
     opts = parse(["-etcd-endpoints=http://10.1.1.1:2379", "-etcd-prefix", "/old/network", "-iface=eth0",
                   "-v=2"])
@@ -130,7 +162,8 @@ def test_every_flag_has_its_environment_name():
                      "FLANNELD_ETCD_CERTFILE", "FLANNELD_ETCD_KEYFILE", "FLANNELD_ETCD_USERNAME",
                      "FLANNELD_ETCD_PASSWORD", "FLANNELD_IFACE", "FLANNELD_PUBLIC_IP", "FLANNELD_SUBNET_FILE",
                      "FLANNELD_IP_MASQ", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "FLANNELD_HEALTHZ_IP",
-                     "FLANNELD_HEALTHZ_PORT"):
+                     "FLANNELD_HEALTHZ_PORT", "FLANNELD_IFACE_REGEX", "FLANNELD_IFACE_CAN_REACH",
+                     "FLANNELD_PUBLIC_IPV6"):
         assert expected in names
 
 

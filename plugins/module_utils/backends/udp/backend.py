@@ -252,7 +252,7 @@ class UdpBackend:
         """Adopt the queue and socket the previous agent left (fd store or keeper), if they fit."""
         port = self.config.backend.port
         with in_netns(self.host.netns):
-            got = self._holder.take(self.tun_name, self.gso, (self.host.public_ip, port))
+            got = self._holder.take(self.tun_name, self.gso, (self.host.source_ip, port))
         if got is None:
             return
         tun_fd, sock_fd = got
@@ -261,14 +261,14 @@ class UdpBackend:
         self._tun = TunDevice(self.tun_name, tun_fd, self.gso, offloads, io.FileIO(tun_fd, "r+b", closefd=True))
         self._ifindex = 0  # learnt by _ensure_tun
         self._sock = socket.socket(fileno=sock_fd)
-        self._bound = (self.host.public_ip, port)
+        self._bound = (self.host.source_ip, port)
 
     def _ensure_keeper(self) -> None:
         if self._tun is None or self._sock is None or self._tun.closed:
             return
         port = self.config.backend.port
         with in_netns(self.host.netns):  # the keeper's socket is named after our namespace
-            self._holder.keep(self._tun.fd, self._sock.fileno(), self.tun_name, self.gso, (self.host.public_ip, port))
+            self._holder.keep(self._tun.fd, self._sock.fileno(), self.tun_name, self.gso, (self.host.source_ip, port))
 
     def _stop_forwarding(self) -> None:
         """Before the TUN or the socket goes: the keeper would hold a stale queue or socket,
@@ -302,7 +302,7 @@ class UdpBackend:
     def _ensure_socket(self) -> None:
         port = self.config.backend.port
         if self._sock is not None and self._sock.fileno() >= 0:
-            if self._bound == (self.host.public_ip, port):
+            if self._bound == (self.host.source_ip, port):
                 return
             self._release(sock=True)  # the public IP or the configured port changed
         with in_netns(self.host.netns):
@@ -317,15 +317,15 @@ class UdpBackend:
             # Super-packets are larger than the underlay MTU: let the kernel fragment them
             # instead of failing with EMSGSIZE, and never set DF.
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-            sock.bind((self.host.public_ip, port))
+            sock.bind((self.host.source_ip, port))
         except OSError as exc:
             sock.close()
             raise HostNetworkError(
-                f"cannot bind UDP {self.host.public_ip}:{port} ({exc.strerror}); is another flannel "
+                f"cannot bind UDP {self.host.source_ip}:{port} ({exc.strerror}); is another flannel "
                 "agent running, or is the public IP not on this host?"
             ) from None
         self._sock = sock
-        self._bound = (self.host.public_ip, port)
+        self._bound = (self.host.source_ip, port)
 
     def _ensure_forwarder(self) -> bool:
         """Start the forwarder; True when it had stopped and was started again."""

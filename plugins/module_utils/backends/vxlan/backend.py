@@ -131,7 +131,7 @@ class VxlanBackend(KernelBackend):
         backend = self._config.backend
         spec: dict[str, Any] = {
             "vxlan_id": backend.vni,
-            "vxlan_local": self._host.public_ip,
+            "vxlan_local": self._host.source_ip,
             "vxlan_link": self._host.iface_index,
             "vxlan_port": backend.port,
             "vxlan_learning": 1 if backend.get("Learning") else 0,
