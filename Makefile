@@ -133,6 +133,7 @@ lab-down: venv
 DOCS_DIR ?= build/docs
 
 docs: venv $(COLLECTION_LINK)
+	@test -n "$(DOCS_DIR)" || { echo 'docs: DOCS_DIR is empty' >&2; exit 2; }
 	rm -rf $(DOCS_DIR)/src $(DOCS_DIR)/html && mkdir -p $(DOCS_DIR)/src
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/antsibull-docs sphinx-init --use-current \
 		--squash-hierarchy --fail-on-error --dest-dir $(DOCS_DIR)/src overlaynet.flannel >/dev/null
