@@ -23,26 +23,41 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def section_lines(text: str, title: str) -> list[str]:
-    """The lines of the section headed ``title`` (the heading itself left out)."""
-    lines = text.splitlines()
+def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(line number, level, title) of each heading outside fenced code blocks."""
+    found = []
     in_fence = False
-    start: int | None = None
-    level = 0
     for number, line in enumerate(lines):
         if FENCE.match(line):
             in_fence = not in_fence
-            continue
-        heading = None if in_fence else HEADING.match(line)
-        if heading is None:
-            continue
-        if start is None and heading.group(2) == title:
-            start, level = number + 1, len(heading.group(1))
-        elif start is not None and len(heading.group(1)) <= level:
-            return lines[start:number]
-    if start is None:
-        raise KeyError(title)
-    return lines[start:]
+        elif not in_fence and (heading := HEADING.match(line)):
+            found.append((number, len(heading.group(1)), heading.group(2)))
+    return found
+
+
+def section_lines(text: str, title: str) -> list[str]:
+    """The lines of the section headed ``title`` (the heading itself left out)."""
+    lines = text.splitlines()
+    headings = _headings(lines)
+    for index, (number, level, name) in enumerate(headings):
+        if name == title:
+            end = next((later for later, deeper, _ in headings[index + 1:] if deeper <= level), len(lines))
+            return lines[number + 1:end]
+    raise KeyError(title)
+
+
+def promoted(lines: list[str]) -> list[str]:
+    """The lines with their subsections' headings made top-level (the shallowest as ``#``),
+    as the markdown parser wants a document's headings to start at H1; each comes out as a
+    subsection of the page's section that includes them."""
+    headings = _headings(lines)
+    if not headings:
+        return lines
+    shift = min(level for _, level, _ in headings) - 1
+    out = list(lines)
+    for number, _, _ in headings:
+        out[number] = out[number][shift:]
+    return out
 
 
 class ReadmeSection(Directive):
@@ -66,7 +81,7 @@ class ReadmeSection(Directive):
                 "fix the page's heading or the README's"
             ) from None
         env.note_dependency(str(readme))
-        return self.parse_markdown("\n".join(body), str(readme))
+        return self.parse_markdown("\n".join(promoted(body)), str(readme))
 
     def parse_markdown(self, text: str, source: str) -> list[nodes.Node]:
         """The nodes of ``text`` parsed as MyST markdown, as docutils' include does for

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "docs" / "sphinx"))
 
-from readme_section import section_lines  # noqa: E402
+from readme_section import promoted, section_lines  # noqa: E402
 
 README = """# Project
 
@@ -53,3 +53,11 @@ def test_a_subsection_stops_at_the_next_higher_heading():
 def test_a_heading_that_is_not_there_is_an_error(title):
     with pytest.raises(KeyError):
         section_lines(README, title)
+
+
+def test_a_sections_subsections_are_promoted_to_start_at_h1_and_code_comments_stay():
+    body = promoted(section_lines(README, "The agent"))
+    assert "# Flags" in body
+    assert "### Flags" not in body
+    assert "# a shell comment, not a heading" in body and "## nor this" in body
+    assert promoted(["", "text"]) == ["", "text"]
