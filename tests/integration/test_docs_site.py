@@ -194,9 +194,15 @@ def test_each_role_page_renders_its_title_and_every_option(server: str, browser:
 
 
 def _first_sentence(markdown: list[str]) -> str:
-    """The first prose line of a README section, as a page shows it (markup dropped)."""
-    line = next(line for line in markdown if line.strip() and not line.startswith(("```", "|", "    ")))
-    return _normal(re.sub(r"[`*]", "", line.lstrip("- ")))
+    """The first prose line of a README section, as a page shows it (markup dropped): not in
+    a code block, not a heading, a table row or an indented line."""
+    in_fence = False
+    for line in markdown:
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence and line.strip() and not line.startswith(("#", "|", "    ")):
+            return _normal(re.sub(r"[`*]", "", line.lstrip("- ")))
+    raise AssertionError("the section has no prose line")
 
 
 def test_each_guide_shows_the_readme_sections_it_includes(server: str, browser: Chromium) -> None:
