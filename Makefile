@@ -125,7 +125,7 @@ lab-down: venv
 	$(BIN)/python -m lab.machine_lab down
 
 # The docs site, built as antsibull-docs sets a collection docsite up: `sphinx-init` writes the
-# Sphinx project (conf.py, build.sh), to which we append docs/sphinx/conf_overrides.py (offline
+# Sphinx project (conf.py, build.sh); conf.py gets an import of docs/sphinx/conf_overrides.py (offline
 # intersphinx, README sections); build.sh writes the module and role pages from the installed
 # collection (COLLECTION_LINK: this tree, so the pages are read from the sources) with the
 # guides of docs/docsite, and runs sphinx-build with -W (a warning fails the build).

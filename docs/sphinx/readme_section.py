@@ -41,7 +41,7 @@ def section_lines(text: str, title: str) -> list[str]:
     headings = _headings(lines)
     for index, (number, level, name) in enumerate(headings):
         if name == title:
-            end = next((later for later, deeper, _ in headings[index + 1:] if deeper <= level), len(lines))
+            end = next((other[0] for other in headings[index + 1:] if other[1] <= level), len(lines))
             return lines[number + 1:end]
     raise KeyError(title)
 
@@ -53,10 +53,10 @@ def promoted(lines: list[str]) -> list[str]:
     headings = _headings(lines)
     if not headings:
         return lines
-    shift = min(level for _, level, _ in headings) - 1
+    shift = min(heading[1] for heading in headings) - 1
     out = list(lines)
-    for number, _, _ in headings:
-        out[number] = out[number][shift:]
+    for heading in headings:
+        out[heading[0]] = out[heading[0]][shift:]
     return out
 
 
