@@ -1,6 +1,7 @@
 # overlaynet.flannel — the two commands of the README, and their parts.
 #   make test   installs what the tests need, then runs them all (what .ci/run calls)
 #   make demo   the lab + site.yml + a cross-host container ping matrix
+#   make docs   the HTML docs site, into build/docs/html
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,14 +9,16 @@ BIN := $(VENV)/bin
 COLLECTION_DIR := build/ansible_collections/overlaynet/flannel
 APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat \
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git \
-	prometheus
+	prometheus \
+	chromium
 .DEFAULT_GOAL := help
 
-.PHONY: help deps apt venv test-matrix lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
+.PHONY: help deps apt venv docs test-matrix lint ruff typecheck changelog-lint ansible-lint sanity unit integration test demo lab-up lab-down molecule build clean build/sanity-tree
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
 	@echo "make demo      lab machines + site.yml + container ping matrix"
+	@echo "make docs      the HTML docs site (modules, roles, guides) into build/docs/html"
 	@echo "make lab-up    light lab hosts (HOSTS=3 ETCD_MEMBERS=1); make lab-down removes everything"
 
 apt:
@@ -28,7 +31,7 @@ apt:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.installed: requirements.txt requirements-test.txt requirements-docs.txt | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-test.txt
 	touch $@
@@ -121,6 +124,26 @@ lab-up: deps
 lab-down: venv
 	$(BIN)/python -m lab down
 	$(BIN)/python -m lab.machine_lab down
+
+# The docs site, built as antsibull-docs sets a collection docsite up: `sphinx-init` writes the
+# Sphinx project (conf.py, build.sh); conf.py gets an import of docs/sphinx/conf_overrides.py (offline
+# intersphinx, README sections); build.sh writes the module and role pages from the installed
+# collection (COLLECTION_LINK: this tree, so the pages are read from the sources) with the
+# guides of docs/docsite, and runs sphinx-build with -W (a warning fails the build).
+# DOCS_DIR=<dir> builds elsewhere (tests/integration/test_docs_site.py).
+DOCS_DIR ?= build/docs
+
+docs: venv $(COLLECTION_LINK)
+	@test -n "$(DOCS_DIR)" || { echo 'docs: DOCS_DIR is empty' >&2; exit 2; }
+	rm -rf $(DOCS_DIR)/src $(DOCS_DIR)/html && mkdir -p $(DOCS_DIR)/src
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/antsibull-docs sphinx-init --use-current \
+		--squash-hierarchy --fail-on-error --dest-dir $(DOCS_DIR)/src overlaynet.flannel >/dev/null
+	printf '\nimport sys\nsys.path.insert(0, %s)\nfrom conf_overrides import *  # noqa: E402,F401,F403\n' \
+		"'$(CURDIR)/docs/sphinx'" >> $(DOCS_DIR)/src/conf.py
+	$(BIN)/python docs/sphinx/ansible_inventory.py $(DOCS_DIR)/src/ansible_devel.inv
+	PATH=$(CURDIR)/$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(DOCS_DIR)/src/build.sh
+	mv $(DOCS_DIR)/src/build/html $(DOCS_DIR)/html
+	@echo "docs: $(DOCS_DIR)/html/index.html"
 
 molecule: deps $(COLLECTION_LINK)
 	PATH=$(CURDIR)/$(BIN):$$PATH molecule test

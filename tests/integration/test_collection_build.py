@@ -52,7 +52,8 @@ def _tracked_copy(dest: Path) -> Path:
 _NOT_SHIPPED = ["lab/.state/state.json", "lab/.machines/state.json", "lab/inventory.yml", ".venv/bin/python",
                 "build/collections/x", ".pytest_cache/v/x", ".ruff_cache/x", ".mypy_cache/x", ".hypothesis/x",
                 "plugins/module_utils/__pycache__/errors.cpython-311.pyc", "tests/output/x",
-                "changelogs/.plugin-cache.yaml", "bench/x.json"]
+                "changelogs/.plugin-cache.yaml", "bench/x.json", "build/docs/html/index.html",
+                "build/docs/src/conf.py"]
 
 
 def test_the_tarball_holds_no_lab_state_venv_or_caches(tmp_path):
