@@ -163,7 +163,11 @@ class NetworkConfig:
         if "Backend" in given or default_backend != STORED_DEFAULT_BACKEND:
             # Stored without a Backend, the config would read back as udp.
             given["Backend"] = backend.to_dict()
-        return cls(given, ipv4, ipv6, backend, extra)
+        config = cls(given, ipv4, ipv6, backend, extra)
+        problem = backend.spec.config_problem(config)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """The config as given (canonical names), ready to store."""
