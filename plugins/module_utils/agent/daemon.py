@@ -172,7 +172,7 @@ class Agent:
         """/stats: the network config it runs, the peers, what was turned away and why, and
         the backend's own counters."""
         backend_stats = getattr(self.up.backend, "stats", None)
-        running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
+        running = {"config": self.up.config.shown()}  # as etcd_network_config returns it, secrets hidden
         return {**running, **(backend_stats() if callable(backend_stats) else {}), **self.programmer.stats()}
 
     # --- following the leases ------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.registry import spec_for
-from ..backends.spec import BackendSpec
+from ..backends.spec import SECRET_SHOWN, BackendSpec
 from ..defaults import STORED_DEFAULT_BACKEND
 from ..deps import netaddr
 from ..errors import ConfigError, shown
@@ -95,6 +95,11 @@ class BackendConfig:
         if "Port" in doc:
             doc["Port"] = self.port  # Port 0 means the default port
         return doc
+
+    def shown(self) -> dict[str, Any]:
+        """effective(), with each secret field (wireguard's PSK) as a placeholder: for logs,
+        /stats and task output."""
+        return {k: SECRET_SHOWN if k in self.spec.secrets() else v for k, v in self.effective().items()}
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,10 @@ class NetworkConfig:
         doc["Backend"] = self.backend.effective()
         doc.update(self.extra)
         return doc
+
+    def shown(self) -> dict[str, Any]:
+        """effective() with the Backend's secrets hidden (BackendConfig.shown)."""
+        return {**self.effective(), "Backend": self.backend.shown()}
 
 
 def _bool(found: dict[str, Any], name: str, default: bool) -> bool:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import shown
 from ..spec import BackendSpec, ConfigField, OwnDevice
-from .keys import key_bytes, key_problem
+from .key_text import key_bytes, key_problem
 
 if TYPE_CHECKING:
     from ...subnet.config import BackendConfig, NetworkConfig

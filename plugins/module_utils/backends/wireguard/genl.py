@@ -15,6 +15,7 @@ from typing import Any
 
 from ...deps import pyroute2
 from ...errors import HostNetworkError
+from ...host.netns import in_netns
 from .device import Changes, DeviceState, PeerConfig
 
 WGPEER_F_REMOVE_ME = 1
@@ -25,8 +26,9 @@ WG_GENL_VERSION = 1
 
 
 def _wgmsg() -> Any:
-    from pyroute2.netlink.generic.wireguard import wgmsg  # only where the kernel path runs
-    return wgmsg()
+    if pyroute2 is None:
+        raise HostNetworkError("the pyroute2 package is missing; pip install pyroute2")
+    return pyroute2.netlink.generic.wireguard.wgmsg()
 
 
 def set_message(device: str, changes: Changes) -> Any:
@@ -119,12 +121,9 @@ class KernelWg:
     def _talk(self, cmd: int, msg: Any) -> list[Any]:
         if pyroute2 is None:
             raise HostNetworkError("the pyroute2 package is missing; pip install pyroute2")
-        from pyroute2 import WireGuard  # the generic netlink family only exists with the module
-
-        from ...host.netns import in_netns
         try:
             with in_netns(self.netns):
-                wg = WireGuard()
+                wg = pyroute2.WireGuard()  # the generic netlink family only exists with the module
             try:
                 if cmd == WG_CMD_GET_DEVICE:
                     return list(wg.info(self.device))

@@ -1,5 +1,5 @@
-"""WireGuard keys: their text forms (base64 in leases and config, hex on the UAPI socket),
-and this host's private key, generated once and kept in the key file.
+"""This host's WireGuard key pair, generated once and kept in the key file
+(the text forms of keys are in key_text.py).
 
 Generating and deriving use wireguard-tools' ``wg genkey`` / ``wg pubkey`` (the package the
 role installs anyway): the engine needs no crypto library, and the private key only ever
@@ -9,47 +9,16 @@ default ``/run/flannel/wgkey``): one base64 line, mode 0600, its directory creat
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 from ...errors import HostNetworkError
+from .key_text import key_bytes
 
-KEY_LEN = 32
 DEFAULT_KEY_FILE = "/run/flannel/wgkey"
 KEY_FILE_ENV = "WIREGUARD_KEY_FILE"
-
-
-def key_bytes(text: object) -> bytes | None:
-    """The 32 bytes of a base64 WireGuard key; None when `text` is not one."""
-    if not isinstance(text, str) or len(text.strip()) != 44:
-        return None
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == KEY_LEN else None
-
-
-def key_problem(text: object) -> str | None:
-    """Why `text` is not a base64 WireGuard key (None: it is)."""
-    if key_bytes(text) is None:
-        return "is not a WireGuard key (32 bytes, base64: 44 characters, as `wg genpsk` prints)"
-    return None
-
-
-def to_hex(b64: str) -> str:
-    raw = key_bytes(b64)
-    if raw is None:
-        raise ValueError("not a WireGuard key")
-    return raw.hex()
-
-
-def from_hex(text: str) -> str:
-    return base64.b64encode(bytes.fromhex(text)).decode()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import struct
 
 from ...errors import HostNetworkError
 from .device import Changes, DeviceState, PeerConfig
-from .keys import from_hex, to_hex
+from .key_text import from_hex, to_hex
 
 SOCKET_DIR = "/var/run/wireguard"
 _ZERO_KEY = "0" * 64
