@@ -36,3 +36,14 @@ def to_hex(b64: str) -> str:
 
 def from_hex(text: str) -> str:
     return base64.b64encode(bytes.fromhex(text)).decode()
+
+
+def clamped(private: str) -> str:
+    """A private key as Curve25519 uses it (and a device reports it back): low 3 bits and the
+    top bit cleared, bit 254 set. `wg genkey` prints keys so; one written by hand may not be."""
+    raw = bytearray(key_bytes(private) or b"")
+    if len(raw) != KEY_LEN:
+        raise ValueError("not a WireGuard key")
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ...errors import HostNetworkError
-from .key_text import key_bytes
+from .key_text import clamped, key_bytes
 
 DEFAULT_KEY_FILE = "/run/flannel/wgkey"
 KEY_FILE_ENV = "WIREGUARD_KEY_FILE"
@@ -51,7 +51,7 @@ def load_or_create(path: str) -> tuple[KeyPair, bool]:
         raise HostNetworkError(f"the wireguard key file {path} holds no WireGuard private key; "
                                "remove it (a new key is made then) or point WIREGUARD_KEY_FILE elsewhere")
     _tighten(path)
-    return KeyPair(_public_of(text), text), False
+    return KeyPair(_public_of(text), clamped(text)), False
 
 
 def _public_of(private: str) -> str:
