@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 COLLECTION_DIR := build/ansible_collections/overlaynet/flannel
-APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat \
+APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat wireguard-tools wireguard-go \
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git
 .DEFAULT_GOAL := help
 
