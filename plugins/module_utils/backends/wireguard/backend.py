@@ -129,12 +129,12 @@ class WireguardBackend(KernelBackend):
             link = self._device_link(ipr)
             if link is None:
                 link = self._create(ipr)
-            assert self._control is not None and self._keys is not None
-            want = DeviceState(self._keys.private, self._port)
-            self._control.set(changes(want, self._control.get(), stale=False))
+            control = self._require_control()
+            if self._keys is not None:
+                control.set(changes(DeviceState(self._keys.private, self._port), control.get(), stale=False))
             nl.ensure_link_attrs(ipr, link, mtu=self.mtu)
             if self._own_subnet is not None:
-                self._address_and_route(ipr, link)
+                self._address_and_route(ipr, link, self._own_subnet)
 
     def _device_link(self, ipr: nl.IPRouteAPI) -> nl.NetlinkMessage | None:
         """flannel-wg as it is, when it can be kept (its control set); else None (deleted)."""
@@ -178,10 +178,14 @@ class WireguardBackend(KernelBackend):
             raise HostNetworkError(f"{self.device} vanished right after it was created; is another agent running?")
         return link
 
-    def _address_and_route(self, ipr: nl.IPRouteAPI, link: nl.NetlinkMessage) -> None:
-        assert self._own_subnet is not None
+    def _require_control(self) -> WgControl:
+        if self._control is None:
+            raise HostNetworkError(f"{self.device} has no control path (neither the kernel's nor wireguard-go)")
+        return self._control
+
+    def _address_and_route(self, ipr: nl.IPRouteAPI, link: nl.NetlinkMessage, subnet: netaddr.IPNetwork) -> None:
         index = int(link["index"])
-        nl.ensure_only_ipv4_address(ipr, index, self.device, netaddr.IPNetwork(f"{self._own_subnet.network}/32"))
+        nl.ensure_only_ipv4_address(ipr, index, self.device, netaddr.IPNetwork(f"{subnet.network}/32"))
         nl.ensure_link_up(ipr, link)
         nl.ensure_route(ipr, nl.Route(self._config.network.cidr, None, index))
 
@@ -200,13 +204,13 @@ class WireguardBackend(KernelBackend):
         """The peers of `peers` on the device, from one read of it, in one write of what differs."""
         if self._control is None:
             self._ensure_device()
-        assert self._control is not None
+        control = self._require_control()
         want: dict[str, PeerConfig] = {}
         for lease in peers.values():
             peer = self._want_peer(lease)
             if peer is not None:
                 want[peer.public_key] = peer
-        have = self._control.get()
+        have = control.get()
         if not stale:
             want = {**have.peers, **want}
-        self._control.set(changes(DeviceState(None, 0, want), have, stale=stale))
+        control.set(changes(DeviceState(None, 0, want), have, stale=stale))

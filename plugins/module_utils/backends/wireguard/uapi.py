@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from dataclasses import dataclass, field
 
 from ...errors import HostNetworkError
 from .device import Changes, DeviceState, PeerConfig
@@ -104,41 +105,43 @@ def set_request(changes: Changes) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+@dataclass
+class _PeerLines:
+    """One peer's lines of a get=1 answer, as they come."""
+
+    endpoint: str = ""
+    keepalive: int = 0
+    psk: str | None = None
+    allowed: list[str] = field(default_factory=list)
+
+    def take(self, key: str, value: str) -> None:
+        if key == "allowed_ip":
+            self.allowed.append(value)
+        elif key == "endpoint":
+            self.endpoint = value
+        elif key == "persistent_keepalive_interval":
+            self.keepalive = int(value or 0)
+        elif key == "preshared_key" and value != _ZERO_KEY:
+            self.psk = from_hex(value)
+
+    def config(self, public_key: str) -> PeerConfig:
+        return PeerConfig(public_key, self.endpoint, tuple(sorted(self.allowed)), self.keepalive, self.psk)
+
+
 def parse_get(lines: list[str]) -> DeviceState:
     """A get=1 answer (without its errno line) as a DeviceState."""
     private_key: str | None = None
     port = 0
-    peers: dict[str, dict[str, object]] = {}
-    current: dict[str, object] | None = None
+    peers: dict[str, _PeerLines] = {}
+    current: _PeerLines | None = None
     for line in lines:
         key, _sep, value = line.partition("=")
         if key == "public_key":
-            current = peers.setdefault(from_hex(value), {"allowed": []})
-        elif current is None:
-            if key == "private_key" and value != _ZERO_KEY:
-                private_key = from_hex(value)
-            elif key == "listen_port":
-                port = int(value)
-        else:
-            _peer_line(current, key, value)
-    return DeviceState(private_key, port, {key: _peer(key, fields) for key, fields in peers.items()})
-
-
-def _peer_line(peer: dict[str, object], key: str, value: str) -> None:
-    if key == "allowed_ip":
-        allowed = peer["allowed"]
-        assert isinstance(allowed, list)
-        allowed.append(value)
-    elif key in ("endpoint", "persistent_keepalive_interval"):
-        peer[key] = value
-    elif key == "preshared_key" and value != _ZERO_KEY:
-        peer["psk"] = from_hex(value)
-
-
-def _peer(key: str, fields: dict[str, object]) -> PeerConfig:
-    allowed = fields["allowed"]
-    assert isinstance(allowed, list)
-    psk = fields.get("psk")
-    return PeerConfig(key, str(fields.get("endpoint") or ""), tuple(sorted(allowed)),
-                      int(str(fields.get("persistent_keepalive_interval") or 0)),
-                      psk if isinstance(psk, str) else None)
+            current = peers.setdefault(from_hex(value), _PeerLines())
+        elif current is not None:
+            current.take(key, value)
+        elif key == "private_key" and value != _ZERO_KEY:
+            private_key = from_hex(value)
+        elif key == "listen_port":
+            port = int(value)
+    return DeviceState(private_key, port, {key: lines_.config(key) for key, lines_ in peers.items()})
