@@ -34,16 +34,8 @@ BACKEND = {"Type": "wireguard", "PSK": PSK}
 def overlay(tmp_path_factory):
     state = tmp_path_factory.mktemp("lab-wireguard")
     with Lab.up(hosts=2, etcd_members=1, state_dir=state / "lab", prefix="oflw-") as lab:
-        ov = Overlay(lab, BACKEND, state)
-        try:
-            ov.put_config()
-            for host in lab.hosts:
-                ov.start_agent(host)
-            for host in lab.hosts:
-                ov.add_container(host, f"c{host[1:]}")
+        with Overlay.running(lab, BACKEND, state) as ov:
             yield ov
-        finally:
-            ov.stop_all()
 
 
 def wg_dump(overlay: Overlay, host: str) -> str:
