@@ -105,4 +105,13 @@ def _alive(pid: int, child: subprocess.Popen[bytes] | None) -> bool:
         os.kill(pid, 0)
     except OSError as exc:
         return exc.errno != errno.ESRCH
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, waiting for its parent (another object's child, or an earlier agent's) to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return False
