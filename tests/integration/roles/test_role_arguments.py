@@ -18,7 +18,8 @@ from support.ansible_run import BIN, ansible_env
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "role_arguments.yml"
 CASES = [
-    ("flannel", {"flannel_backend": {"type": "gre"}}, r"value of type must be one of: vxlan, host-gw, udp, got: gre"),
+    ("flannel", {"flannel_backend": {"type": "gre"}},
+     r"value of type must be one of: vxlan, host-gw, udp, wireguard, got: gre"),
     ("flannel", {"flannel_etcd_endpoints": {"a": 1}},
      r"argument 'flannel_etcd_endpoints' is of type dict and we were unable to convert to list"),
     ("flannel", {"flannel_healthz_port": "nine"},
@@ -80,3 +81,15 @@ def test_a_password_is_sent_where_allowed_and_never_shown(tmp_path: Path, extra:
     assert "unencrypted" not in out
     assert f"{tmp_path}/etc/pki/etcd-ca.pem" in out  # the CA would be copied into the role's pki dir
     assert PASSWORD not in out
+
+
+def test_the_wireguard_backend_gets_wireguard_gos_socket_directory_in_the_unit(tmp_path: Path) -> None:
+    """The hardened unit lets wireguard-go (the agent's child) make /run/wireguard; the PSK,
+    a no_log option of flannel_backend, shows up nowhere."""
+    psk = "oflwPSKoflwPSKoflwPSKoflwPSKoflwPSKoflwPSK="
+    rc, out = _role_run(tmp_path, {"flannel_etcd_endpoints": ["http://127.0.0.1:2379"],
+                                   "flannel_backend": {"type": "wireguard", "psk": psk}},
+                        "--check", "--diff", "--tags", "flannel_configure")
+    assert rc == 0, out
+    assert "+RuntimeDirectory=wireguard" in out, out
+    assert psk not in out
