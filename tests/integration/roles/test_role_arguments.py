@@ -86,7 +86,7 @@ def test_a_password_is_sent_where_allowed_and_never_shown(tmp_path: Path, extra:
 def test_the_wireguard_backend_gets_wireguard_gos_socket_directory_in_the_unit(tmp_path: Path) -> None:
     """The hardened unit lets wireguard-go (the agent's child) make /run/wireguard; the PSK,
     a no_log option of flannel_backend, shows up nowhere."""
-    psk = "oflwPSKoflwPSKoflwPSKoflwPSKoflwPSKoflwPSK="
+    psk = "oflwPSKoflwPSKoflwPSKoflwPSKoflwPSKoflwPSK0="
     rc, out = _role_run(tmp_path, {"flannel_etcd_endpoints": ["http://127.0.0.1:2379"],
                                    "flannel_backend": {"type": "wireguard", "psk": psk}},
                         "--check", "--diff", "--tags", "flannel_configure")
