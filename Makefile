@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 COLLECTION_DIR := build/ansible_collections/overlaynet/flannel
-APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat \
+APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh-client netcat-openbsd socat wireguard-tools wireguard-go \
 	iputils-ping iperf3 busybox-static debootstrap systemd-container python3-venv python3-pip git \
 	prometheus \
 	chromium
@@ -17,7 +17,7 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
-	@echo "make demo      lab machines + site.yml + container ping matrix"
+	@echo "make demo      lab machines + site.yml + container ping matrix (BACKEND=vxlan|host-gw|udp|wireguard)"
 	@echo "make docs      the HTML docs site (modules, roles, guides) into build/docs/html"
 	@echo "make lab-up    light lab hosts (HOSTS=3 ETCD_MEMBERS=1); make lab-down removes everything"
 
@@ -114,7 +114,8 @@ $(COLLECTION_LINK):
 # inventory carries the certificate paths and the password's file), site.yml, ping matrix.
 demo: deps $(COLLECTION_LINK)
 	$(BIN)/python -m lab.machine_lab up --machines 3 --etcd-members 3
-	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-playbook -i lab/inventory.yml site.yml
+	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-playbook -i lab/inventory.yml site.yml \
+		$(if $(BACKEND),-e '{"flannel_backend": {"type": "$(BACKEND)"}}')
 	$(BIN)/python -m lab.machine_lab ping-matrix
 
 lab-up: deps

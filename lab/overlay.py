@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,22 @@ class Overlay:
             if value["PublicIP"] == ip:
                 return key, value
         raise LabError(f"no lease for {host} ({ip})")
+
+    @classmethod
+    @contextmanager
+    def running(cls, lab: Lab, backend: dict[str, Any], logs: Path) -> Iterator[Overlay]:
+        """The config in etcd, an agent and a container (``c<N>``) on every host; the agents
+        are stopped afterwards, also after a failure."""
+        overlay = cls(lab, backend, logs)
+        try:
+            overlay.put_config()
+            for host in lab.hosts:
+                overlay.start_agent(host)
+            for host in lab.hosts:
+                overlay.add_container(host, f"c{host[1:]}")
+            yield overlay
+        finally:
+            overlay.stop_all()
 
     # --- agents --------------------------------------------------------------------------
 

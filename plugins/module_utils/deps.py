@@ -27,6 +27,7 @@ except ImportError as exc:
 
 try:
     import pyroute2  # pylint: disable=unused-import
+    import pyroute2.netlink.generic.wireguard  # pylint: disable=unused-import  # the kernel's wireguard (genl)
 except ImportError as exc:
     pyroute2: Any = None  # type: ignore[no-redef]
     MISSING["pyroute2"] = str(exc)

@@ -54,7 +54,7 @@ options:
         description:
           - Backend type.
         type: str
-        choices: [vxlan, host-gw, udp]
+        choices: [vxlan, host-gw, udp, wireguard]
         default: vxlan
       vni:
         description:
@@ -68,6 +68,25 @@ options:
         description:
           - vxlan only; route directly (like host-gw) to peers on the same L2 network.
         type: bool
+      listen_port:
+        description:
+          - wireguard only; the UDP port of C(flannel-wg) (upstream's C(ListenPort), default 51820).
+        type: int
+      psk:
+        description:
+          - wireguard only; a pre-shared key (C(wg genpsk)) every peer adds to its handshake (upstream's C(PSK)).
+          - A secret; it is never shown in the task's output, and neither is one already stored.
+        type: str
+      persistent_keepalive_interval:
+        description:
+          - wireguard only; seconds between keepalives to each peer, 0 for none
+            (upstream's C(PersistentKeepaliveInterval)).
+        type: int
+      mode:
+        description:
+          - wireguard only; upstream's C(Mode). V(ipv6) and IPv6 networks are not supported yet.
+        type: str
+        choices: [separate, auto, ipv4, ipv6]
   force:
     description:
       - Overwrite a malformed stored config, strand existing leases, or delete the config while leases exist.
@@ -158,6 +177,10 @@ def main() -> None:
                     vni=dict(type="int"),
                     port=dict(type="int"),
                     direct_routing=dict(type="bool"),
+                    listen_port=dict(type="int"),
+                    psk=dict(type="str", no_log=True),
+                    persistent_keepalive_interval=dict(type="int"),
+                    mode=dict(type="str", choices=["separate", "auto", "ipv4", "ipv6"]),
                 ),
             ),
             force=dict(type="bool", default=False),
@@ -177,6 +200,7 @@ def main() -> None:
             outcome = ensure_network_config(registry, p["state"], desired, p["force"], module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
+    module.no_log_values.update(outcome.secrets)  # a PSK stored before, not given as an option
     result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
                   stranded_leases=outcome.stranded)
     if module._diff and outcome.changed:

@@ -23,8 +23,10 @@ THIRD_PARTY = {"netaddr", "etcd3", "grpc", "pyroute2"}
 
 
 # Plain data about the backends, read by the config model: spec.py, registry.py, each
-# backend's __init__.py (its SPEC) and vxlan's MAC derivation (the module writes the MAC too).
-FACTS = {("backends", "spec"), ("backends", "registry"), ("backends", "vxlan", "mac")}
+# backend's __init__.py (its SPEC), vxlan's MAC derivation (the module writes the MAC too) and
+# wireguard's key text forms (the PSK's check).
+FACTS = {("backends", "spec"), ("backends", "registry"), ("backends", "vxlan", "mac"),
+         ("backends", "wireguard", "key_text")}
 
 
 def layer(parts: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from ..backends.spec import SECRET_SHOWN
 from ..errors import ConfigError, shown
 from ..subnet.config import NetworkConfig
 
@@ -42,9 +43,12 @@ def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def changed_settings(running: NetworkConfig, new: NetworkConfig) -> dict[str, str]:
     """{'Backend.Type': "'vxlan' -> 'udp'"}, one per setting whose effective value differs."""
     old_flat, new_flat = _flat(running.effective()), _flat(new.effective())
+    secret = {f"Backend.{name}" for name in running.backend.spec.secrets() | new.backend.spec.secrets()}
 
     def value(doc: dict[str, Any], name: str) -> str:
-        return shown(doc[name]) if name in doc else "unset"
+        if name not in doc:
+            return "unset"
+        return SECRET_SHOWN if name in secret else shown(doc[name])  # a PSK change is told, not shown
 
     names = sorted(set(old_flat) | set(new_flat))
     return {name: f"{value(old_flat, name)} -> {value(new_flat, name)}"

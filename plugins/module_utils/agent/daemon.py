@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import queue
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import systemd_fds
-from ..errors import EtcdUnavailableError, FlannelError, shown
+from ..errors import EtcdUnavailableError, FlannelError
 from ..etcd.registry import LeaseRegistry
 from ..etcd.watch import WatchBatch, WatchCompactedError, watch_prefix
 from ..subnet.peer_rules import PeerRules
@@ -175,7 +176,7 @@ class Agent:
     def _stats(self) -> dict[str, Any]:
         """/stats: the network config it runs, the peers, what was turned away and why, and
         the backend's own counters."""
-        running = {"config": self.up.config.effective()}  # as etcd_network_config returns it
+        running = {"config": self.up.config.shown()}  # as etcd_network_config returns it, secrets hidden
         return {**running, **self._backend_stats(), **self.programmer.stats()}
 
     def _backend_stats(self) -> dict[str, Any]:
@@ -245,7 +246,7 @@ class Agent:
         up.config = new
         self.config_guard.accept(new)
         self.programmer.reconcile(drift=False)  # a config change, not drift
-        log.info("now running the network config %s", shown(new.to_json()))
+        log.info("now running the network config %s", json.dumps(new.shown(), sort_keys=True))  # secrets hidden
 
     def _start_config_watch(self) -> None:
         key = self.registry.config_key

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def _owner(kind: str, name: str) -> BackendSpec | None:
     """The backend of ours that creates a device of this kind and name, if any."""
     for spec in SPECS.values():
-        if spec.device is not None and spec.device.kind == kind and re.fullmatch(spec.device.pattern, name):
+        if spec.device is not None and kind in spec.device.kinds and re.fullmatch(spec.device.pattern, name):
             return spec
     return None
 

@@ -10,14 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from . import hostgw, udp, vxlan
+from . import hostgw, udp, vxlan, wireguard
 from .spec import BackendRuntime, BackendSpec
 
 if TYPE_CHECKING:
     from ..subnet.config import NetworkConfig
     from .base import Backend, LocalHost
 
-_PACKAGES = (vxlan, hostgw, udp)
+_PACKAGES = (vxlan, hostgw, udp, wireguard)
 SPECS: dict[str, BackendSpec] = {package.SPEC.type: package.SPEC for package in _PACKAGES}
 BACKEND_TYPES: tuple[str, ...] = tuple(SPECS)
 

@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..subnet.config import BackendConfig
+    from ..subnet.config import BackendConfig, NetworkConfig
+
+
+SECRET_SHOWN = "(secret)"  # what logs, /stats and task output show of a secret field
 
 
 @dataclass(frozen=True)
@@ -28,15 +31,22 @@ class ConfigField:
     low: int | None = None
     high: int | None = None
     hint: str = ""  # appended to a range error, e.g. "0: the default"
+    # What else a value must be (None: it is fine; else why not, naming the fix).
+    valid: Callable[[Any], str | None] | None = None
+    secret: bool = False  # never shown: logs, /stats and task output get a placeholder
 
     def check(self, name: str, value: Any) -> None:
+        shown_value = SECRET_SHOWN if self.secret else repr(value)
         # bool is an int in Python; a JSON true is not a valid VNI.
         if (isinstance(value, bool) and self.kind is not bool) or not issubclass(type(value), self.kind):
-            raise ConfigError(f"Backend {name} {value!r} must be a {self.kind.__name__}")
+            raise ConfigError(f"Backend {name} {shown_value} must be a {self.kind.__name__}")
         if isinstance(value, int) and self.low is not None and self.high is not None \
                 and not self.low <= value <= self.high:
             hint = f" ({self.hint})" if self.hint else ""
             raise ConfigError(f"Backend {name} {value} is out of range; use {self.low}..{self.high}{hint}")
+        why = self.valid(value) if self.valid is not None else None
+        if why is not None:
+            raise ConfigError(f"Backend {name} {shown_value} {why}")
 
 
 def _no_lease_data(_backend: BackendConfig, _public_ip: str) -> dict[str, Any] | None:
@@ -55,13 +65,17 @@ def _not_via_underlay(_backend: BackendConfig) -> bool:
     return False
 
 
+def _any_network(_config: NetworkConfig) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class OwnDevice:
     """The network device a backend creates: its link kind, the names it may have (a
     regular expression, full match) and the name the current config gives it. Another
     backend's agent that finds such a device removes it (backends/leftovers.py)."""
 
-    kind: str  # IFLA_INFO_KIND: "vxlan", "tun"
+    kinds: tuple[str, ...]  # IFLA_INFO_KIND: ("vxlan",), ("tun",); wireguard's is either of two
     pattern: str
     name: Callable[[BackendConfig], str]
 
@@ -95,10 +109,16 @@ class BackendSpec:
     # Backend fields a running agent applies in place (setup() again, then a repair round):
     # a change of only these restarts nothing (agent/config_guard.py).
     live_fields: frozenset[str] = frozenset()
+    # Why the whole network config cannot run on this backend (None: it can), e.g. IPv6 not yet.
+    config_problem: Callable[[NetworkConfig], str | None] = _any_network
 
     def default(self, name: str) -> Any:
         known = self.fields.get(name)
         return None if known is None else known.default
+
+    def secrets(self) -> frozenset[str]:
+        """The fields never to be shown (wireguard's PSK)."""
+        return frozenset(name for name, f in self.fields.items() if f.secret)
 
     def defaults(self) -> dict[str, Any]:
         return {name: f.default for name, f in self.fields.items() if f.default is not None}

@@ -20,6 +20,7 @@ class ConfigOutcome:
     config: dict[str, Any] | None  # the stored document after the run
     effective: dict[str, Any] | None  # the same with every default applied
     stranded: list[str] = field(default_factory=list)  # lease keys outside the new config
+    secrets: list[str] = field(default_factory=list)  # values never to be shown (a PSK, stored or wanted)
 
 
 def desired_document(network: str, subnet_len: int | None = None, subnet_min: str | None = None,
@@ -31,7 +32,9 @@ def desired_document(network: str, subnet_len: int | None = None, subnet_min: st
         if value is not None:
             doc[key] = value
     section: dict[str, Any] = {"Type": backend.get("type") or DEFAULT_BACKEND}
-    for option, key in (("vni", "VNI"), ("port", "Port"), ("direct_routing", "DirectRouting")):
+    for option, key in (("vni", "VNI"), ("port", "Port"), ("direct_routing", "DirectRouting"),
+                        ("listen_port", "ListenPort"), ("psk", "PSK"),
+                        ("persistent_keepalive_interval", "PersistentKeepaliveInterval"), ("mode", "Mode")):
         if backend.get(option) is not None:
             section[key] = backend[option]
     doc["Backend"] = section
@@ -57,13 +60,27 @@ def ensure_network_config(registry: LeaseRegistry, state: str, desired: dict[str
     if desired is None:
         raise ConfigError("network is required when state is present")
     wanted = NetworkConfig.from_dict(desired, where="requested config", default_backend=DEFAULT_BACKEND)
+    secrets = _secrets(stored.config, wanted)
     if stored.config is not None and stored.config.effective() == wanted.effective():
         return ConfigOutcome(False, stored.text, stored.text, json.loads(stored.raw or b"null"),
-                             stored.config.effective())
+                             stored.config.effective(), secrets=secrets)
     stranded = _stranded(registry, wanted, force)
     if not dry_run and not registry.put_config(wanted, stored.mod_revision):
         raise FlannelError(f"{registry.config_key} was changed by someone else during this run; run again")
-    return ConfigOutcome(True, stored.text, wanted.to_json(), wanted.to_dict(), wanted.effective(), stranded)
+    return ConfigOutcome(True, stored.text, wanted.to_json(), wanted.to_dict(), wanted.effective(), stranded,
+                         secrets)
+
+
+def _secrets(*configs: NetworkConfig | None) -> list[str]:
+    """The values of the configs' secret Backend fields (the module hides them in its output)."""
+    found = set()
+    for config in configs:
+        if config is not None:
+            for name in config.backend.spec.secrets():
+                value = config.backend.get(name)
+                if isinstance(value, str) and value:
+                    found.add(value)
+    return sorted(found)
 
 
 def _read_stored(registry: LeaseRegistry, force: bool) -> _Stored:
@@ -89,7 +106,8 @@ def _ensure_absent(registry: LeaseRegistry, stored: _Stored, force: bool, dry_ru
         )
     if not dry_run:
         registry.delete_config()
-    return ConfigOutcome(True, stored.text, None, None, None, [lease.key for lease in leases])
+    return ConfigOutcome(True, stored.text, None, None, None, [lease.key for lease in leases],
+                         _secrets(stored.config))
 
 
 def _stranded(registry: LeaseRegistry, wanted: NetworkConfig, force: bool) -> list[str]:

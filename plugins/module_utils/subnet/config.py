@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.registry import spec_for
-from ..backends.spec import BackendSpec
+from ..backends.spec import SECRET_SHOWN, BackendSpec
 from ..defaults import STORED_DEFAULT_BACKEND
 from ..deps import netaddr
 from ..errors import ConfigError, shown
@@ -96,6 +96,11 @@ class BackendConfig:
             doc["Port"] = self.port  # Port 0 means the default port
         return doc
 
+    def shown(self) -> dict[str, Any]:
+        """effective(), with each secret field (wireguard's PSK) as a placeholder: for logs,
+        /stats and task output."""
+        return {k: SECRET_SHOWN if k in self.spec.secrets() else v for k, v in self.effective().items()}
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -163,7 +168,11 @@ class NetworkConfig:
         if "Backend" in given or default_backend != STORED_DEFAULT_BACKEND:
             # Stored without a Backend, the config would read back as udp.
             given["Backend"] = backend.to_dict()
-        return cls(given, ipv4, ipv6, backend, extra)
+        config = cls(given, ipv4, ipv6, backend, extra)
+        problem = backend.spec.config_problem(config)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """The config as given (canonical names), ready to store."""
@@ -182,6 +191,10 @@ class NetworkConfig:
         doc["Backend"] = self.backend.effective()
         doc.update(self.extra)
         return doc
+
+    def shown(self) -> dict[str, Any]:
+        """effective() with the Backend's secrets hidden (BackendConfig.shown)."""
+        return {**self.effective(), "Backend": self.backend.shown()}
 
 
 def _bool(found: dict[str, Any], name: str, default: bool) -> bool:

@@ -20,6 +20,16 @@ def test_etcd_network_config(etcd_server, etcd_prefix):
     assert etcd_server.etcdctl("get", "--prefix", etcd_prefix) == ""
 
 
+def test_etcd_network_config_wireguard_never_shows_the_psk(etcd_server, etcd_prefix):
+    psk = "oflwPSKoflwPSKoflwPSKoflwPSKoflwPSKoflwPSK0="
+    proc = run_playbook(PLAYBOOKS / "wireguard_config.yml",
+                        {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "psk": psk})
+    assert "All assertions passed" in proc.stdout and '"effective"' in proc.stdout  # the output was read
+    assert psk not in proc.stdout + proc.stderr
+    stored = json.loads(etcd_server.etcdctl("get", f"{etcd_prefix}/config", "--print-value-only"))
+    assert stored["Backend"] == {"Type": "wireguard", "PSK": psk, "PersistentKeepaliveInterval": 25}
+
+
 def test_flannel_lease(etcd_server, etcd_prefix, tmp_path):
     run_playbook(PLAYBOOKS / "flannel_lease.yml",
                  {"endpoint": etcd_server.endpoint, "prefix": etcd_prefix, "workdir": str(tmp_path)})

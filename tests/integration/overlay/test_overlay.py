@@ -56,16 +56,8 @@ def overlay(request, tmp_path_factory):
     state = tmp_path_factory.mktemp(f"lab-{name}")
     prefix = {"vxlan": "oflov-", "host-gw": "oflog-", "udp": "oflou-"}[name]
     with Lab.up(hosts=3, etcd_members=1, state_dir=state / "lab", prefix=prefix) as lab:
-        ov = Overlay(lab, BACKENDS[name], state)
-        try:
-            ov.put_config()
-            for host in lab.hosts:
-                ov.start_agent(host)
-            for host in lab.hosts:
-                ov.add_container(host, f"c{host[1:]}")
+        with Overlay.running(lab, BACKENDS[name], state) as ov:
             yield ov
-        finally:
-            ov.stop_all()
 
 
 def test_every_container_pings_every_container_on_other_hosts(overlay):

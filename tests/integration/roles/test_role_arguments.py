@@ -19,7 +19,8 @@ from support.ansible_run import BIN, ansible_env
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "role_arguments.yml"
 CASES = [
-    ("flannel", {"flannel_backend": {"type": "gre"}}, r"value of type must be one of: vxlan, host-gw, udp, got: gre"),
+    ("flannel", {"flannel_backend": {"type": "gre"}},
+     r"value of type must be one of: vxlan, host-gw, udp, wireguard, got: gre"),
     ("flannel", {"flannel_etcd_endpoints": {"a": 1}},
      r"argument 'flannel_etcd_endpoints' is of type dict and we were unable to convert to list"),
     ("flannel", {"flannel_healthz_port": "nine"},
@@ -107,3 +108,15 @@ def test_the_underlay_variables_reach_the_unit_as_flags_systemd_reads_back(tmp_p
     unit.write_text("[Service]\nExecStart=/bin/true " + " ".join(words) + "\n")
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
     assert verify.returncode == 0 and "escape" not in verify.stderr, verify.stderr
+
+
+def test_the_wireguard_backend_gets_wireguard_gos_socket_directory_in_the_unit(tmp_path: Path) -> None:
+    """The hardened unit lets wireguard-go (the agent's child) make /run/wireguard; the PSK,
+    a no_log option of flannel_backend, shows up nowhere."""
+    psk = "oflwPSKoflwPSKoflwPSKoflwPSKoflwPSKoflwPSK0="
+    rc, out = _role_run(tmp_path, {"flannel_etcd_endpoints": ["http://127.0.0.1:2379"],
+                                   "flannel_backend": {"type": "wireguard", "psk": psk}},
+                        "--check", "--diff", "--tags", "flannel_configure")
+    assert rc == 0, out
+    assert "+RuntimeDirectory=wireguard" in out, out
+    assert psk not in out

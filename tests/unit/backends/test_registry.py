@@ -23,10 +23,11 @@ def config(backend: dict) -> NetworkConfig:
     return NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": backend})
 
 
-def test_the_three_backends_and_their_facts():
-    assert BACKEND_TYPES == ("vxlan", "host-gw", "udp")
+def test_the_four_backends_and_their_facts():
+    assert BACKEND_TYPES == ("vxlan", "host-gw", "udp", "wireguard")
     facts = {t: (spec_for(t).overhead, spec_for(t).lease_type, spec_for(t).needs_l2_adjacency) for t in BACKEND_TYPES}
-    assert facts == {"vxlan": (50, "vxlan", False), "host-gw": (0, "host-gw", True), "udp": (28, "", False)}
+    assert facts == {"vxlan": (50, "vxlan", False), "host-gw": (0, "host-gw", True), "udp": (28, "", False),
+                     "wireguard": (80, "wireguard", False)}
 
 
 @pytest.mark.parametrize(("backend", "underlay", "mtu"), [
@@ -35,6 +36,7 @@ def test_the_three_backends_and_their_facts():
     ({"Type": "vxlan", "MTU": 1400}, 9000, 1350),
     ({"Type": "host-gw"}, 9000, 9000),
     ({"Type": "udp"}, 1500, 1472),
+    ({"Type": "wireguard"}, 1500, 1420),  # upstream's 80 bytes
 ])
 def test_overlay_mtu(backend, underlay, mtu):
     cfg = config(backend)

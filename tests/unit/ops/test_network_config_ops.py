@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import desired_document
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import _secrets, desired_document
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 
 NET = "10.5.0.0/16"
@@ -38,6 +38,11 @@ UNSET = {"type": "vxlan", "vni": None, "port": None, "direct_routing": None}
         ({**UNSET, "vni": 0, "port": 0, "direct_routing": False},
          {"Type": "vxlan", "VNI": 0, "Port": 0, "DirectRouting": False}),
         ({"vni": 7}, {"Type": "vxlan", "VNI": 7}),
+        ({**UNSET, "type": "wireguard"}, {"Type": "wireguard"}),
+        ({**UNSET, "type": "wireguard", "listen_port": 51999, "psk": "k" * 43 + "=",
+          "persistent_keepalive_interval": 25, "mode": "auto"},
+         {"Type": "wireguard", "ListenPort": 51999, "PSK": "k" * 43 + "=", "PersistentKeepaliveInterval": 25,
+          "Mode": "auto"}),
     ],
 )
 def test_backend_section(backend, section):
@@ -93,3 +98,15 @@ def test_document_validates_with_the_options_applied():
     cfg = NetworkConfig.from_dict(doc)
     assert (cfg.subnet_len, str(cfg.subnet_min), str(cfg.subnet_max)) == (26, "10.5.1.0", "10.5.9.192")
     assert (cfg.backend.type, cfg.backend.vni, cfg.backend.port, cfg.backend.direct_routing) == ("vxlan", 3, 8472, True)
+
+
+def test_the_module_is_told_every_psk_to_hide_stored_or_wanted():
+    psk_a, psk_b = "A" * 43 + "=", "B" * 43 + "="
+
+    def wg(psk: str | None) -> NetworkConfig:
+        backend = {"Type": "wireguard", **({"PSK": psk} if psk else {})}
+        return NetworkConfig.from_dict({"Network": NET, "Backend": backend})
+
+    assert _secrets(wg(psk_a), wg(psk_b)) == [psk_a, psk_b]
+    assert _secrets(wg(None), None) == []
+    assert _secrets(NetworkConfig.from_dict({"Network": NET, "Backend": {"Type": "vxlan"}})) == []

@@ -311,16 +311,16 @@ def test_explicit_vni_zero_is_kept_like_flannel():
     assert NetworkConfig.from_dict({"Network": NET, "Backend": {"Type": "vxlan", "VNI": 0}}).backend.vni == 0
 
 
-@pytest.mark.parametrize("btype", ["wireguard", "ipip", "VXLAN", "Host-GW", "", "alloc"])
+@pytest.mark.parametrize("btype", ["ipsec", "ipip", "VXLAN", "Host-GW", "", "alloc"])
 def test_unknown_backend_type_lists_the_allowed_types(btype):
     message = _config_error({"Network": NET, "Backend": {"Type": btype}})
     assert repr(btype) in message
-    for allowed in ("vxlan", "host-gw", "udp"):
+    for allowed in ("vxlan", "host-gw", "udp", "wireguard"):
         assert allowed in message
 
 
 def test_backend_types_are_flannels():
-    assert set(BACKEND_TYPES) == {"vxlan", "host-gw", "udp"}
+    assert set(BACKEND_TYPES) == {"vxlan", "host-gw", "udp", "wireguard"}
 
 
 @pytest.mark.parametrize("btype", [None, 1, True, ["vxlan"]])

@@ -28,5 +28,5 @@ SPEC = BackendSpec(
     fields={"Port": ConfigField(int, 8285, 0, 65535, "0: the default")},
     overhead=OVERHEAD,
     lease_type="",
-    device=OwnDevice("tun", TUN_NAME, tun_name),
+    device=OwnDevice(("tun",), TUN_NAME, tun_name),
 )

@@ -90,7 +90,7 @@ SPEC = BackendSpec(
     module_lease_data=lease_data,
     check_peer_data=check_peer_data,
     peer_identities=peer_identities,
-    device=OwnDevice("vxlan", r"flannel\.[0-9]+", device_name),
+    device=OwnDevice(("vxlan",), r"flannel\.[0-9]+", device_name),
     routes_via_underlay=direct_routing,  # DirectRouting: peers on our link are routed directly
     live_fields=frozenset({"DirectRouting"}),  # only the peers' routes change: a repair round applies it
 )
