@@ -66,6 +66,13 @@ options:
       - Include the ip-masq option in the environment file (V(false) is C(mk-docker-opts.sh -m)).
     type: bool
     default: true
+  dockerd_unit:
+    description:
+      - Path of docker's vendor unit file (its C(FragmentPath), not a drop-in); its C(ExecStart), with the
+        vendor's arguments and without C($DOCKER_OPTS), is returned as RV(dockerd_command) - for a drop-in
+        that starts the same dockerd (C(/usr/sbin/dockerd) of docker.io, C(/usr/bin/dockerd) of docker-ce)
+        with C($DOCKER_OPTS).
+    type: path
   configure_bridge:
     description:
       - Also give the bridge its address now over netlink, creating the bridge when docker has not yet.
@@ -118,6 +125,11 @@ ip_masq:
   description: The ip-masq value given to docker (the inverse of FLANNEL_IPMASQ).
   returned: success
   type: bool
+dockerd_command:
+  description: The command line of O(dockerd_unit)'s C(ExecStart), without C($DOCKER_OPTS).
+  returned: when O(dockerd_unit) is given
+  type: str
+  sample: /usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock
 restart_required:
   description: True when docker must restart to use these settings (a file changed, or the running bridge
     carries another address).
@@ -131,11 +143,21 @@ from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE
 from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import DEFAULT_SUBNET_FILE
 from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MISSING
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
+from ansible_collections.overlaynet.flannel.plugins.module_utils.host.systemd_unit import read_unit_dockerd_command
 from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.docker_bridge import (
     DockerOptsFile,
     bridge_options,
     ensure_docker_bridge,
 )
+
+
+def _dockerd_command(module: AnsibleModule) -> str:
+    try:
+        return read_unit_dockerd_command(module.params["dockerd_unit"], module.params["docker_opts_key"])
+    except FlannelError as exc:
+        module.fail_json(msg=f"cannot take dockerd's command line from docker's unit: {exc}; give it "
+                             "explicitly (docker_bridge_dockerd_command in the docker_bridge role)")
+        raise  # fail_json exits; this keeps the type checker sure
 
 
 def main() -> None:
@@ -152,6 +174,7 @@ def main() -> None:
             docker_opts_mode=dict(type="str", choices=["both", "individual", "combined"], default="both"),
             docker_opts_ip_masq=dict(type="bool", default=True),
             configure_bridge=dict(type="bool", default=False),
+            dockerd_unit=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -162,6 +185,7 @@ def main() -> None:
     daemon_json = p["daemon_json"]
     if daemon_json is None or daemon_json is False or str(daemon_json).lower() in BOOLEANS_FALSE:
         daemon_json = None
+    dockerd = _dockerd_command(module) if p["dockerd_unit"] else None  # before anything is written
     try:
         opts = bridge_options(p["subnet_file"], p["subnet"], p["mtu"], p["ip_masq"])
         docker_opts = DockerOptsFile(p["docker_opts_file"], p["docker_opts_key"], p["docker_opts_mode"],
@@ -170,8 +194,10 @@ def main() -> None:
                                    configure_bridge=p["configure_bridge"], dry_run=module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
-    result = dict(changed=out.changed, bip=out.bip, mtu=out.mtu, ip_masq=out.ip_masq,
-                  restart_required=out.restart_required, bridge_changed=out.bridge_changed)
+    result: dict[str, object] = dict(changed=out.changed, bip=out.bip, mtu=out.mtu, ip_masq=out.ip_masq,
+                                     restart_required=out.restart_required, bridge_changed=out.bridge_changed)
+    if dockerd is not None:
+        result["dockerd_command"] = dockerd
     if module._diff:
         result["diff"] = [
             dict(before=change.before or "", after=change.after, before_header=change.path, after_header=change.path)

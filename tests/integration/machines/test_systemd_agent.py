@@ -1,7 +1,7 @@
 """The agent under real systemd on lab machines: hardened unit, lossless kill -9, bad flags.
 
-One machine lab (2 nspawn machines with systemd and docker, 1 etcd member, prefix ``oflu-``)
-for the module. For each backend (udp first: its restarts are the hard case; ``site.yml``
+One machine lab (2 nspawn machines with systemd and docker, 1 etcd member, prefix ``oflu-`` or
+$OFL_SYSTEMD_AGENT_PREFIX) for the module. For each backend (udp first: its restarts are the hard case; ``site.yml``
 converges the machines with it, the next ones are written to etcd and the agents follow),
 while a busybox container on one machine pings one on the other every 100 ms, the agent's
 main PID on the first is killed with SIGKILL; systemd restarts it (``Restart=always``) and
@@ -31,7 +31,7 @@ from lab.ping_watch import sent_and_received
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
-PREFIX = "oflu-"
+PREFIX = os.environ.get("OFL_SYSTEMD_AGENT_PREFIX", "oflu-")  # a helper sharing the box runs its own
 UNIT = "flanneld.service"
 MAX_EXPOSURE = 4.0
 
@@ -54,16 +54,20 @@ class Lab:
         box = Machine.load(Path(self.env["OFL_MACHINE_LAB_STATE"]) / "machines", machine)
         return box.run(cmd, check=check, timeout=timeout).stdout
 
-    def site(self, backend: str) -> None:
+    def playbook(self, *args: str) -> str:
+        """site.yml with args; its output (the run must succeed)."""
         bindir = Path(sys.executable).parent
         env = dict(self.env, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_HOST_KEY_CHECKING="False",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
-        t0 = time.monotonic()
-        r = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(self.inventory), "site.yml",
-                            "-e", json.dumps({"flannel_backend": {"type": backend}})],
+        r = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(self.inventory), "site.yml", *args],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-        print(f"[site.yml] backend {backend}: {time.monotonic() - t0:.1f} s")
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+        return r.stdout
+
+    def site(self, backend: str) -> None:
+        t0 = time.monotonic()
+        self.playbook("-e", json.dumps({"flannel_backend": {"type": backend}}))
+        print(f"[site.yml] backend {backend}: {time.monotonic() - t0:.1f} s")
         self.backend = backend
 
     def show(self, machine: str, *props: str) -> dict[str, str]:
@@ -227,3 +231,47 @@ def test_start_up_waits_for_etcd_longer_than_timeout_start_sec(lab: Lab) -> None
     finally:
         lab.run(M1, f"iptables -D {block}", check=False)
         lab.run(M1, f"rm -rf {dropin} && systemctl daemon-reload")
+
+
+DOCKER_CE_DOCKERD = "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock"
+
+
+def _recap_changed(output: str, host: str) -> int:
+    m = re.search(rf"^{re.escape(host)}\s*:.*\bchanged=(\d+)", output, re.MULTILINE)
+    assert m, output[-3000:]
+    return int(m.group(1))
+
+
+def test_the_dropin_starts_docker_ce_s_dockerd_with_docker_opts(lab: Lab) -> None:
+    """docker-ce's unit runs /usr/bin/dockerd and has no $DOCKER_OPTS: the role's drop-in takes the
+    vendor unit's own command and appends $DOCKER_OPTS. M2's docker is made docker-ce-shaped (a unit
+    in /etc that overrides Debian's, /usr/bin/dockerd a symlink) and put back after; last in the
+    module, so the tests above never meet it."""
+    if lab.backend is None:  # run alone: the machines need the agent and the role's venv
+        lab.site("udp")
+    unit, json_file = "/etc/systemd/system/docker.service", "/etc/docker/daemon.json"
+    dropin = "/etc/systemd/system/docker.service.d/10-overlaynet-flannel.conf"
+    # dockerd refuses bip both as a flag and in daemon.json: the drop-in way starts without it
+    lab.run(M2, f"ln -s /usr/sbin/dockerd /usr/bin/dockerd && mv {json_file} {json_file}.daemon-way "
+                f"&& sed -e 's|^ExecStart=.*|ExecStart={DOCKER_CE_DOCKERD}|' -e '/^EnvironmentFile=/d' "
+                f"/usr/lib/systemd/system/docker.service > {unit} && systemctl daemon-reload")
+    try:
+        assert lab.run(M2, "systemctl show -p FragmentPath --value docker").strip() == unit
+        args = ("--tags", "docker_bridge", "--limit", M2, "-e", json.dumps({"docker_bridge_systemd_dropin": True}))
+        t0 = time.monotonic()
+        first = lab.playbook(*args)
+        print(f"[docker-ce drop-in] first run {time.monotonic() - t0:.1f} s")
+        assert _recap_changed(first, M2) > 0, first[-3000:]
+        assert f"ExecStart={DOCKER_CE_DOCKERD} $DOCKER_OPTS" in lab.run(M2, f"cat {dropin}")
+        pid = lab.run(M2, "systemctl show -p MainPID --value docker").strip()
+        cmdline = lab.run(M2, f"tr '\\0' ' ' < /proc/{pid}/cmdline").split()
+        subnet = re.search(r"^FLANNEL_SUBNET=(\S+)$", lab.run(M2, "cat /run/flannel/subnet.env"), re.MULTILINE)
+        assert subnet, "no FLANNEL_SUBNET on M2"
+        assert " ".join(cmdline[:4]) == DOCKER_CE_DOCKERD and f"--bip={subnet.group(1)}" in cmdline, cmdline
+        assert f" {subnet.group(1)} " in lab.run(M2, "ip -4 -o addr show dev docker0")
+        assert _recap_changed(lab.playbook(*args), M2) == 0
+    finally:
+        lab.run(M2, f"rm -f {unit} {dropin} /usr/bin/dockerd /run/docker_opts.env "
+                    f"&& mv {json_file}.daemon-way {json_file}; systemctl daemon-reload && systemctl restart docker",
+                check=False, timeout=120)
+    assert lab.run(M2, "systemctl is-active docker", check=False).strip() == "active"
