@@ -251,7 +251,9 @@ def test_the_dropin_starts_docker_ce_s_dockerd_with_docker_opts(lab: Lab) -> Non
         lab.site("udp")
     unit, json_file = "/etc/systemd/system/docker.service", "/etc/docker/daemon.json"
     dropin = "/etc/systemd/system/docker.service.d/10-overlaynet-flannel.conf"
-    # dockerd refuses bip both as a flag and in daemon.json: the drop-in way starts without it
+    # dockerd refuses bip both as a flag and in daemon.json: the drop-in way starts without it.
+    # No container is needed from here on: removed first, docker's restarts need not stop it (10 s each).
+    lab.run(M2, "docker rm -f ping", check=False)
     lab.run(M2, f"ln -s /usr/sbin/dockerd /usr/bin/dockerd && mv {json_file} {json_file}.daemon-way "
                 f"&& sed -e 's|^ExecStart=.*|ExecStart={DOCKER_CE_DOCKERD}|' -e '/^EnvironmentFile=/d' "
                 f"/usr/lib/systemd/system/docker.service > {unit} && systemctl daemon-reload")
