@@ -187,9 +187,9 @@ def test_a_backend_switch_udp_to_vxlan_converges_with_short_outages(machine_lab)
         print(f"[switch] udp -> vxlan: {loss}")
     print(f"[switch] site.yml udp -> vxlan: {t_switch:.1f} s")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
-    assert t_switch < 90  # the target is 60 s: measured 53.7-60.2 s, the high end on a loaded box
+    assert t_switch < 90  # the target is 60 s: measured 53.7-60.2 s (55.9 s last), more on a loaded box
     assert all(loss.received > 0 for loss in losses), losses
-    # the target is 3 s; measured 3.4-3.7 s (restart after 1 s + start-up): held at 5 s
+    # the target is 3 s: measured 2.4-2.6 s, 3.2-3.7 s on a loaded box: held at 5 s
     assert max(loss.longest_gap for loss in losses) <= 5.0, losses
     for m in machines:
         links = m.run(["ip", "-o", "link", "show"]).stdout
