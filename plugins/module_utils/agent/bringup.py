@@ -103,9 +103,8 @@ class Running:
     backend: Backend
     attrs: LeaseAttrs  # what we publish
     own: Lease
-    mtu: int
     firewall: FirewallJob
-    setup: BackendSetup  # what the backend's setup() gave: a change applied in place must not alter it
+    setup: BackendSetup  # setup()'s lease data and MTU: a change applied in place must not alter them
 
 
 class BringUp:
@@ -129,7 +128,6 @@ class BringUp:
         log.info("underlay %s (mtu %d, address %s), public IP %s%s", underlay.iface, underlay.mtu, underlay.iface_ip,
                  underlay.public_ip, f", public IPv6 {underlay.public_ipv6}" if underlay.public_ipv6 else "")
         backend, attrs, setup = self._set_up_backend(config, underlay)
-        mtu = setup.mtu
         unused = systemd_fds.received().close_unclaimed()
         if unused:
             log.info("closed descriptors from systemd's fd store that backend %s does not use: %s",
@@ -140,8 +138,8 @@ class BringUp:
         backend.activate(own.subnet)
         firewall = FirewallJob(self.opts, str(config.network), str(own.subnet), self.errors)
         firewall()
-        self._write_subnet_file(config, own, mtu)
-        return Running(registry, config, backend, attrs, own, mtu, firewall, setup)
+        self._write_subnet_file(config, own, setup.mtu)
+        return Running(registry, config, backend, attrs, own, firewall, setup)
 
     def _serve_health(self) -> None:
         opts = self.opts
