@@ -55,9 +55,13 @@ def changed_settings(running: NetworkConfig, new: NetworkConfig) -> dict[str, st
             for name in names if old_flat.get(name, _UNSET) != new_flat.get(name, _UNSET)}
 
 
+def _lines(changed: dict[str, str]) -> list[str]:
+    return [f"{name} {change}" for name, change in changed.items()]
+
+
 def differences(running: NetworkConfig, new: NetworkConfig) -> list[str]:
     """'Backend.Type vxlan -> udp', one per setting whose effective value differs."""
-    return [f"{name} {change}" for name, change in changed_settings(running, new).items()]
+    return _lines(changed_settings(running, new))
 
 
 def applies_live(running: NetworkConfig, changed: Iterable[str]) -> bool:
@@ -96,7 +100,7 @@ class ConfigGuard:
         if not changed:
             self._seen = raw  # the same network, written differently
             return None
-        said = "; ".join(f"{name} {change}" for name, change in changed.items())
+        said = "; ".join(_lines(changed))
         if applies_live(self.running, changed):
             log.info("the network config at %s changed (%s); applying it in place", self.key, said)
             return new
