@@ -137,6 +137,14 @@ effective:
   returned: success
   type: dict
   sample: {"Network": "10.5.0.0/16", "SubnetLen": 24, "SubnetMin": "10.5.1.0", "SubnetMax": "10.5.255.0"}
+digest:
+  description:
+    - A SHA-256 of RV(effective), secrets included; the agent's C(/stats) reports the digest of the config it
+      runs as C(config_digest), so the two tell whether an agent follows this config even when a secret changed.
+    - Reveals no secret. V(null) when no config is stored.
+  returned: success
+  type: str
+  sample: 3f0c8d1e6a0b4f7c9d2e5a8b1c4f7e0a3d6b9c2e5f8a1b4c7d0e3f6a9b2c5d8e
 stranded_leases:
   description: Lease keys that lie outside the new config (only with O(force=true)).
   returned: success
@@ -202,7 +210,7 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     module.no_log_values.update(outcome.secrets)  # a PSK stored before, not given as an option
     result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
-                  stranded_leases=outcome.stranded)
+                  digest=outcome.digest, stranded_leases=outcome.stranded)
     if module._diff and outcome.changed:
         result["diff"] = dict(before=(outcome.before or "") + "\n", after=(outcome.after or "") + "\n",
                               before_header=registry.conn.endpoint.url, after_header=registry.conn.endpoint.url)

@@ -176,7 +176,8 @@ class Agent:
     def _stats(self) -> dict[str, Any]:
         """/stats: the network config it runs, the peers, what was turned away and why, and
         the backend's own counters."""
-        running = {"config": self.up.config.shown()}  # as etcd_network_config returns it, secrets hidden
+        # as etcd_network_config returns them: the config with its secrets hidden, and its digest
+        running = {"config": self.up.config.shown(), "config_digest": self.up.config.digest()}
         return {**running, **self._backend_stats(), **self.programmer.stats()}
 
     def _backend_stats(self) -> dict[str, Any]:

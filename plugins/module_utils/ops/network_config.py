@@ -21,6 +21,7 @@ class ConfigOutcome:
     effective: dict[str, Any] | None  # the same with every default applied
     stranded: list[str] = field(default_factory=list)  # lease keys outside the new config
     secrets: list[str] = field(default_factory=list)  # values never to be shown (a PSK, stored or wanted)
+    digest: str | None = None  # NetworkConfig.digest() of the config after the run (None when absent)
 
 
 def desired_document(network: str, subnet_len: int | None = None, subnet_min: str | None = None,
@@ -63,12 +64,12 @@ def ensure_network_config(registry: LeaseRegistry, state: str, desired: dict[str
     secrets = _secrets(stored.config, wanted)
     if stored.config is not None and stored.config.effective() == wanted.effective():
         return ConfigOutcome(False, stored.text, stored.text, json.loads(stored.raw or b"null"),
-                             stored.config.effective(), secrets=secrets)
+                             stored.config.effective(), secrets=secrets, digest=stored.config.digest())
     stranded = _stranded(registry, wanted, force)
     if not dry_run and not registry.put_config(wanted, stored.mod_revision):
         raise FlannelError(f"{registry.config_key} was changed by someone else during this run; run again")
     return ConfigOutcome(True, stored.text, wanted.to_json(), wanted.to_dict(), wanted.effective(), stranded,
-                         secrets)
+                         secrets, wanted.digest())
 
 
 def _secrets(*configs: NetworkConfig | None) -> list[str]:

@@ -7,6 +7,7 @@ value with the defaults applied, which is what two configs are compared on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,12 @@ class NetworkConfig:
     def shown(self) -> dict[str, Any]:
         """effective() with the Backend's secrets hidden (BackendConfig.shown)."""
         return {**self.effective(), "Backend": self.backend.shown()}
+
+    def digest(self) -> str:
+        """A SHA-256 of effective(), secrets included: equal digests mean the same network and the
+        same secrets. shown() cannot tell two PSKs apart; the digest can, and reveals neither."""
+        canonical = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _bool(found: dict[str, Any], name: str, default: bool) -> bool:

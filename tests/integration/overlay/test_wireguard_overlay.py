@@ -16,8 +16,9 @@ import time
 
 import pytest
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
 from lab import Lab
-from lab.overlay import Overlay
+from lab.overlay import PREFIX, Overlay
 from lab.wait import wait_for
 
 pytestmark = [
@@ -65,6 +66,8 @@ def test_containers_ping_over_wireguard_go_and_the_agent_says_which_path(overlay
         stats = overlay.stats(host)
         assert stats["wireguard"]["path"] == "wireguard-go" and stats["wireguard"]["peers"] == 1
         assert stats["config"]["Backend"]["PSK"] == "(secret)"
+        stored = overlay.lab.etcdctl("get", f"{PREFIX}/config", "--print-value-only").strip()
+        assert stats["config_digest"] == NetworkConfig.from_json(stored).digest()  # what the role compares
         log = (overlay.logs / f"agent-{host}.log").read_text()
         assert "flannel-wg is served by wireguard-go" in log
     for lease in overlay.leases().values():

@@ -85,6 +85,13 @@ def test_the_psk_is_hidden_where_the_config_is_shown_and_its_change_still_seen(c
     assert PSK not in caplog.text
 
 
+def test_the_digest_tells_a_changed_psk_where_the_shown_config_cannot():
+    cfg, other = config(PSK=PSK), config(PSK=base64.b64encode(bytes(32 * [7])).decode())
+    assert cfg.shown() == other.shown() and cfg.digest() != other.digest()  # what the role compares
+    assert cfg.digest() == config(PSK=PSK, ListenPort=51820).digest()  # defaults spelled out: the same
+    assert PSK not in cfg.digest() and len(cfg.digest()) == 64
+
+
 @pytest.mark.parametrize(("data", "reason"), [
     (None, "no WireGuard PublicKey"),
     ({"PublicKey": "abc"}, "no WireGuard PublicKey"),
