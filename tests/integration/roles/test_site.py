@@ -231,6 +231,8 @@ def test_vxlan_to_host_gw_in_a_new_network_with_force(machine_lab):
         assert f"inet {bridge}/24" in m.run(["ip", "-4", "-o", "addr", "show", "dev", "docker0"]).stdout
         assert re.search(rf"docker on {m.name} restarted for bridge {re.escape(bridge)}/24 .*: ping\b", r.stdout), \
             r.stdout[-6000:]
+        forward = m.run(["iptables", "-w", "-S", "FORWARD"]).stdout  # the old network's accepts went
+        assert "10.6.0.0/16" in forward and "10.5.0.0/16" not in forward, (m.name, forward)
     keys = MachineLab(machine_lab["state"], machine_lab["inventory"], PREFIX).etcdctl(
         ["get", "--prefix", "--keys-only", "/coreos.com/network/subnets/"]).stdout.split()
     assert len(keys) == 3 and all(k.rsplit("/", 1)[1].startswith("10.6.") for k in keys), keys
