@@ -100,7 +100,7 @@ integration: deps
 	$(BIN)/python -m pytest tests/integration -q
 
 test: deps lint test-matrix
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider --durations=25
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path build/
