@@ -29,17 +29,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import (  # noqa: I001
+from lab.engine import link_collection
+
+link_collection()
+
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import (  # noqa: E402
     EtcdConnection,
     EtcdSettings,
 )
-from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig
-from bench.lease_check import check_store, stored_leases
-from bench.lease_playbook import playbook_ok, run_playbook_hosts
-from bench.measure import log
-from bench.race_hosts import attrs_of, run_worker
-from lab.etcd import Cluster
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry  # noqa: E402
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig  # noqa: E402
+from bench.lease_check import check_store, stored_leases  # noqa: E402
+from bench.lease_playbook import playbook_ok, run_playbook_hosts  # noqa: E402
+from bench.measure import log  # noqa: E402
+from bench.race_hosts import attrs_of, run_worker  # noqa: E402
+from lab.etcd import Cluster  # noqa: E402
 
 TARGET_TOTAL_S = 60.0
 BIG = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
