@@ -82,6 +82,7 @@ class AcquireResult:
     action: str  # "kept", "updated", "renewed", "created", "moved"
     previous: Lease | None = None  # the lease before the change, if any
     malformed: tuple[Malformed, ...] = ()  # keys seen that hold no lease (reported, skipped)
+    races_lost: int = 0  # creates another host won before ours went through (each re-listed and re-chosen)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     """Get this host a lease, flannel's way (see the module doc)."""
     rng = book.get_config().network_range
     check_requested(rng, request.requested)
-    for _attempt in range(MAX_RACE_RETRIES):
+    for attempt in range(MAX_RACE_RETRIES):
         listing = book.list_leases()
         decision = choose(listing, request, rng, rand)
         if isinstance(decision, Keep):
@@ -216,7 +217,7 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
         else:
             result = _create(book, decision, request)
         if result is not None:
-            return replace(result, malformed=tuple(listing.malformed))
+            return replace(result, malformed=tuple(listing.malformed), races_lost=attempt)
     raise LeaseError(
         f"could not create a lease after {MAX_RACE_RETRIES} lost races; is something creating keys "
         f"under {book.subnets_prefix} in a loop?"

@@ -59,3 +59,21 @@ def test_a_second_run_for_the_same_host_between_list_and_create_leaves_one_lease
     finally:
         racer.conn.close()
         other.conn.close()
+
+
+def test_a_lost_race_for_a_key_is_retried_and_counted(etcd_server, etcd_prefix):
+    other = registry(etcd_server, etcd_prefix)
+    other.put_config(NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}), 0)
+    thief = AcquireRequest(LeaseAttrs("192.168.81.12", None, "vxlan", {"VNI": 1}), ttl=600,
+                           requested=netaddr.IPNetwork("10.5.10.0/24"))
+    # between our listing and our create, another host takes the subnet we chose
+    racer = registry(etcd_server, etcd_prefix, LateCreator, before_create=lambda: acquire(other, thief))
+    try:
+        ours = acquire(racer, request("02:00:00:00:00:0b", "10.5.10.0/24"))
+        calm = acquire(other, AcquireRequest(LeaseAttrs("192.168.81.13", None, "vxlan", {"VNI": 1}), ttl=600))
+        assert ours.races_lost == 1 and ours.action == "created"
+        assert ours.lease.subnet != netaddr.IPNetwork("10.5.10.0/24")
+        assert calm.races_lost == 0
+    finally:
+        racer.conn.close()
+        other.conn.close()
