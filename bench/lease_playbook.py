@@ -10,6 +10,7 @@ its PublicIP, and etcd holds nothing else (bench/lease_check.py).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.lease_check import check_store, stored_leases
 from bench.race_hosts import public_ip
-from lab.engine import link_collection
+from lab.engine import link_collection, parse_env_text
 
 PLAY = """---
 - name: Every host leases a subnet
@@ -53,16 +54,18 @@ def _env() -> dict[str, str]:
 
 
 def subnet_of(env_file: Path) -> str | None:
-    """The lease key (10.0.3.0-24) a subnet file's FLANNEL_SUBNET (10.0.3.1/24) names."""
+    """The lease key (10.0.3.0-24) a subnet file's FLANNEL_SUBNET (10.0.3.1/24) names, read
+    with the engine's subnet.env parser; None without a file or a valid
+    FLANNEL_SUBNET line."""
     try:
-        text = env_file.read_text()
+        subnet = parse_env_text(env_file.read_text()).get("FLANNEL_SUBNET")
     except OSError:
         return None
-    for line in text.splitlines():
-        if line.startswith("FLANNEL_SUBNET="):
-            address, length = line.split("=", 1)[1].split("/")
-            return f"{address.rsplit('.', 1)[0]}.0-{length}"
-    return None
+    try:
+        network = ipaddress.ip_interface(subnet or "").network
+    except ValueError:
+        return None  # counted as a missing subnet file: the check fails
+    return f"{network.network_address}-{network.prefixlen}"
 
 
 def run_playbook_hosts(endpoint: str, prefix: str, hosts: int, forks: int) -> dict[str, Any]:
