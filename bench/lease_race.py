@@ -3,7 +3,7 @@ against one real etcd through the engine's acquire path, the same hosts renewing
 flannel_lease through ansible-playbook on many local hosts.
 
     .venv/bin/python -m bench.lease_race --hosts 2000 --runs 3 [--workers 4] [--capacity 200] \
-        [--playbook-hosts 200 --forks 50] [--json F]
+        [--playbook-hosts 200 --forks 50] [--renew-hosts 200 --renew-cycles 3] [--json F]
 
 Figures (medians over the runs; every run uses a fresh prefix on one etcd on 127.0.0.1):
   race        N hosts (distinct PublicIPs and host ids), in --workers processes of threads
@@ -17,6 +17,9 @@ Figures (medians over the runs; every run uses a fresh prefix on one etcd on 127
               full" error; any other error fails the bench
   playbook    flannel_lease through ansible-playbook on --playbook-hosts local hosts with
               --forks (bench/lease_playbook.py): wall time, 0 duplicates
+  renew       --renew-hosts of the agent's lease keepers renewing in scaled time
+              (bench/lease_renew.py): etcd requests per host and day at the default TTL and
+              margin, next to flanneld's one renewal a day, and per second at --hosts hosts
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry i
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.config import NetworkConfig  # noqa: E402
 from bench.lease_check import check_store, stored_leases  # noqa: E402
 from bench.lease_playbook import playbook_ok, run_playbook_hosts  # noqa: E402
+from bench.lease_renew import renew_cost, renew_ok, renew_table  # noqa: E402
 from bench.measure import log  # noqa: E402
 from bench.race_hosts import attrs_of, run_worker  # noqa: E402
 from lab.etcd import Cluster  # noqa: E402
@@ -155,7 +159,7 @@ def table(name: str, runs: list[dict[str, Any]], ok: Callable[[dict[str, Any]], 
 
 
 def scenarios(server: Cluster, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {"race": [], "full": [], "playbook": []}
+    found: dict[str, list[dict[str, Any]]] = {"race": [], "full": [], "playbook": [], "renew": []}
     for i in range(args.runs):
         log(f"run {i + 1}/{args.runs}: {args.hosts} hosts racing")
         found["race"].append(one_run(server, f"/oflcp/race{i}", BIG, args.hosts, args.workers))
@@ -167,6 +171,11 @@ def scenarios(server: Cluster, args: argparse.Namespace) -> dict[str, list[dict[
             prefix = f"/oflcp/play{i}"
             write_config(server.endpoint, prefix, BIG)
             found["playbook"].append(run_playbook_hosts(server.endpoint, prefix, args.playbook_hosts, args.forks))
+        if args.renew_hosts:
+            log(f"run {i + 1}/{args.runs}: {args.renew_hosts} lease keepers renewing for {args.renew_cycles} cycles")
+            prefix = f"/oflcp/renew{i}"
+            write_config(server.endpoint, prefix, BIG)
+            found["renew"].append(renew_cost(server, prefix, args.renew_hosts, args.renew_cycles, args.hosts))
     return found
 
 
@@ -194,6 +203,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity", type=int, default=200, help="subnets of the 'full' scenario's network")
     parser.add_argument("--playbook-hosts", type=int, default=200, help="0: skip the playbook scenario")
     parser.add_argument("--forks", type=int, default=50)
+    parser.add_argument("--renew-hosts", type=int, default=200, help="lease keepers of the 'renew' scenario; 0: skip")
+    parser.add_argument("--renew-cycles", type=int, default=3)
     parser.add_argument("--json", help="write every run's figures to this file")
     args = parser.parse_args(argv)
     if args.hosts < 1 or args.runs < 1 or args.workers < 1:
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
     lines = (table("race", found["race"], race_ok) + table("full", found["full"], full_ok)
-             + playbook_table(found["playbook"]))
+             + playbook_table(found["playbook"]) + renew_table(found["renew"]))
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def all_ok(found: dict[str, list[dict[str, Any]]]) -> bool:
     return (all(race_ok(r) for r in found["race"]) and all(full_ok(r) for r in found["full"])
-            and all(playbook_ok(r) for r in found["playbook"]))
+            and all(playbook_ok(r) for r in found["playbook"]) and all(renew_ok(r) for r in found["renew"]))
 
 
 if __name__ == "__main__":

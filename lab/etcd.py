@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,6 +312,22 @@ class Cluster(EtcdCtl):
     def pki(self) -> Pki | None:
         first = self.members[0].tls
         return first.pki if first else None
+
+    def requests_received(self) -> int:
+        """gRPC request messages the members have received so far (etcd's own
+        ``grpc_server_msg_received_total``, summed over methods; a keep-alive on a stream
+        counts as one): what a client costs etcd. Plain members on loopback only."""
+        from prometheus_client.parser import text_string_to_metric_families  # the one exposition parser
+
+        total = 0.0
+        for m in self.members:
+            if m.netns is not None or m.tls is not None:
+                raise LabError("requests_received reads /metrics of plain loopback members only")
+            with urllib.request.urlopen(f"{m.client_url}/metrics", timeout=5) as reply:  # noqa: S310 (our own member)
+                text = reply.read().decode()
+            total += sum(sample.value for family in text_string_to_metric_families(text)
+                         for sample in family.samples if sample.name == "grpc_server_msg_received_total")
+        return int(total)
 
     def ctl_endpoints(self) -> list[str]:
         return self.endpoints

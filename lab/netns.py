@@ -7,11 +7,14 @@ addresses or routes; the only root-level operations are ``ip netns add/del/list/
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from .state import LabError
 
@@ -68,6 +71,32 @@ def run(ns: str, argv: Sequence[str], *, check: bool = True, timeout: float | No
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run *argv* inside namespace *ns* (``ip netns exec``), output captured as text."""
     return run_argv(exec_argv(ns, argv), stdin=stdin, check=check, timeout=timeout)
+
+
+class HttpReply(NamedTuple):
+    status: int  # 0: nothing answered (refused, timed out)
+    content_type: str
+    body: str  # as it came, not stripped
+
+
+# Run by a Python in the namespace: the test process itself stays in the root namespace.
+_HTTP_GET = """
+import json, sys, urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))
+except urllib.error.HTTPError as e:
+    r = e
+except OSError:
+    print(json.dumps([0, "", ""])); sys.exit()
+print(json.dumps([r.status, r.headers.get("Content-Type", ""), r.read().decode()]))
+"""
+
+
+def http_get(ns: str, url: str, timeout: float = 5.0) -> HttpReply:
+    """GET *url* from inside namespace *ns* (e.g. an agent's /readyz on 127.0.0.1 there)."""
+    out = run(ns, [sys.executable, "-c", _HTTP_GET, url, str(timeout)], timeout=timeout + 30).stdout
+    status, content_type, body = json.loads(out)
+    return HttpReply(int(status), str(content_type), str(body))
 
 
 def list_netns() -> list[str]:

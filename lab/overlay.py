@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import procs
+from . import netns, procs
 from .core import Lab
 from .engine import parse_env_text
 from .ping_watch import sent_and_received
@@ -95,6 +95,10 @@ class Overlay:
         self.agents[host] = proc
         wait_for(lambda: env_file.exists() and env_file.stat().st_mtime >= started_at and proc.poll() is None,
                  30, what=f"agent on {host} writing its subnet file")
+        # A restarted agent leaves an unchanged subnet file alone, so the file alone does not say it is up:
+        # /readyz does, once the first listing of the leases is programmed.
+        wait_for(lambda: proc.poll() is None and self.healthz(host, "/readyz")[0] == 200, 30,
+                 what=f"agent on {host} ready", interval=0.2)
         return proc
 
     def etcd_security(self) -> tuple[list[str], dict[str, str]]:
@@ -146,11 +150,16 @@ class Overlay:
     def flannel_subnet(self, host: str) -> str:
         return parse_env_text(self.subnet_env(host).read_text())["FLANNEL_SUBNET"]
 
+    def healthz(self, host: str, path: str) -> tuple[int, str]:
+        """GET *path* from the agent's healthz server on *host*: (status, body); status 0 when nothing answers."""
+        reply = netns.http_get(self.lab.host_ns(host), f"http://127.0.0.1:{HEALTHZ_PORT}{path}")
+        return reply.status, reply.body
+
     def stats(self, host: str) -> dict[str, Any]:
         """The agent's /stats: its peers, what it turned away and why, the backend's counters."""
-        code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}/stats').read().decode())"
-        out = self.lab.run(host, [sys.executable, "-c", code], capture_output=True, text=True).stdout
-        return dict(json.loads(out))
+        status, body = self.healthz(host, "/stats")
+        assert status == 200, f"/stats on {host}: {status} {body}"
+        return dict(json.loads(body))
 
     # --- containers and traffic ----------------------------------------------------------
 

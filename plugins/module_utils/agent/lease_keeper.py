@@ -18,7 +18,8 @@ from ..etcd.registry import LeaseRegistry
 from ..subnet.lease import Lease, LeaseAttrs
 from .scheduler import Scheduler
 
-RENEW_CHECK = 60.0  # seconds between looks at the lease's remaining TTL
+RENEW_CHECK = 60.0  # at most this long between looks at the TTL while the margin is near (short TTLs)
+LONGEST_SLEEP = 86400.0  # a reservation (no TTL) is looked at once a day
 REWRITE_EVERY = 10.0  # at most this often do we write our data back into a rewritten lease
 RENEW_JOB = "renew"
 log = logging.getLogger("flannel-agent")
@@ -90,7 +91,16 @@ class LeaseKeeper:
 
     @property
     def renew_every(self) -> float:
+        """The shortest wait between two looks at the TTL (a margin as long as the TTL renews at each)."""
         return min(RENEW_CHECK, self.ttl / 4)
+
+    def next_look(self) -> float:
+        """Seconds until the renewal is due: the lease's known expiry less the margin. So a host
+        costs etcd a look and a renewal once per TTL − margin (23 h at the defaults), as flanneld,
+        not a request a minute; a change to our key in between (another TTL, a delete) comes
+        through the watch, and check() looks again at once."""
+        due_in = self._expires_by - self.renew_margin - time.monotonic()
+        return min(max(due_in, self.renew_every), LONGEST_SLEEP)
 
     def check(self, lease: Lease | None, how: str) -> None:
         """Our key as just seen (None: gone or malformed). LeaseLost when it is no longer ours;
@@ -109,6 +119,8 @@ class LeaseKeeper:
         if lease.attrs.host_id not in (None, self.attrs.host_id):
             raise LeaseLost(f"our lease {self.own.key} was taken by another host with our PublicIP "
                             f"{self.attrs.public_ip} (host id {lease.attrs.host_id}; ours is {self.attrs.host_id})")
+        if lease.etcd_lease_id != self.own.etcd_lease_id:  # someone put it with another TTL: look at it now
+            self._scheduler.due_at(RENEW_JOB, time.monotonic())
         self.own = lease
         if lease.attrs != self.attrs:
             self._scheduler.due_at(RENEW_JOB, max(time.monotonic(), self._last_rewrite + REWRITE_EVERY))
@@ -136,7 +148,7 @@ class LeaseKeeper:
             if not self._lapsed():
                 raise LeaseLost(str(exc)) from None
             self._take_back(str(exc))
-        return self.renew_every
+        return self.next_look()
 
     def _renew_if_due(self) -> None:
         """Renew before the margin, and a lease adopted with a longer TTL (the module's) at

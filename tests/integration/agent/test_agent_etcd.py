@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -67,26 +66,14 @@ class Host:
         return {r["dst"]: r.get("gateway") for r in json.loads(out or "[]")}
 
     def http_get(self, path: str) -> tuple[int, str]:
-        code = (
-            "import urllib.request, urllib.error\n"
-            "try:\n"
-            f"    r = urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}{path}', timeout=3)\n"
-            "    print(r.status, r.read().decode().strip())\n"
-            "except urllib.error.HTTPError as e:\n"
-            "    print(e.code, e.read().decode().strip())\n"
-        )
-        out = netns.run(self.ns, [sys.executable, "-c", code]).stdout.split(" ", 1)
-        return int(out[0]), out[1].strip()
+        reply = netns.http_get(self.ns, f"http://127.0.0.1:{HEALTHZ_PORT}{path}")
+        return reply.status, reply.body.strip()
 
     def scrape(self) -> Scrape:
         """GET /metrics as Prometheus would, the body as it came (not stripped)."""
-        code = (
-            "import json, urllib.request\n"
-            f"r = urllib.request.urlopen('http://127.0.0.1:{HEALTHZ_PORT}/metrics', timeout=3)\n"
-            "print(json.dumps([r.headers['Content-Type'], r.read().decode()]))\n"
-        )
-        content_type, text = json.loads(netns.run(self.ns, [sys.executable, "-c", code]).stdout)
-        return Scrape(content_type, text)
+        reply = netns.http_get(self.ns, f"http://127.0.0.1:{HEALTHZ_PORT}/metrics")
+        assert reply.status == 200, reply
+        return Scrape(reply.content_type, reply.body)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.scrape().checked().value(name, **labels)

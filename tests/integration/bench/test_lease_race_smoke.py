@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from bench import lease_race
+from bench import lease_race, lease_renew
 from bench.lease_playbook import playbook_ok, run_playbook_hosts
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("etcd"), reason="needs etcd")]
@@ -34,3 +34,10 @@ def test_flannel_lease_on_twenty_local_hosts_with_ten_forks(etcd_server, etcd_pr
     lease_race.write_config(etcd_server.endpoint, etcd_prefix, lease_race.BIG)
     run = run_playbook_hosts(etcd_server.endpoint, etcd_prefix, 20, 10)
     assert playbook_ok(run), run
+
+
+def test_twenty_lease_keepers_cost_about_four_requests_a_day_each(etcd_server, etcd_prefix):
+    lease_race.write_config(etcd_server.endpoint, etcd_prefix, lease_race.BIG)
+    run = lease_renew.renew_cost(etcd_server, etcd_prefix, hosts=20, cycles=2, scale_to=2000)
+    assert lease_renew.renew_ok(run), run
+    assert run["per_host_cycle"] <= 4.5, run  # a look and a renewal (get, lease info, keep-alive)

@@ -88,13 +88,16 @@ def test_no_quorum_loses_no_packet_fails_converges_quickly_and_recovers_alone(fl
         assert converge.proc.returncode != 0
         assert re.search(CLEAR_FAILURE, converge.proc.stdout), converge.output
         # The baseline is the same module failing at once (nothing listens on port 9): its start-up,
-        # imports and netlink look-ups cost the same, and on a busy 2-core box they vary by a second.
+        # imports and netlink look-ups cost the same, and on a busy 2-core box they vary by a second,
+        # so each is timed twice and the faster run counts (CI once saw 3.1 s from one slow start-up).
         lease_args = {"etcd_timeout": ETCD_TIMEOUT, "iface": "eth0", "subnet_file": ""}
         ping = fl.adhoc("h1", "ansible.builtin.ping")
-        refused = fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
-                           {**lease_args, "etcd_endpoints": ["http://127.0.0.1:9"]})
-        module = fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
-                          {**lease_args, "etcd_endpoints": lab.etcd_endpoints})
+        refused = min((fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
+                                {**lease_args, "etcd_endpoints": ["http://127.0.0.1:9"]}) for _ in range(2)),
+                      key=lambda run: run.seconds)
+        module = min((fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
+                               {**lease_args, "etcd_endpoints": lab.etcd_endpoints}) for _ in range(2)),
+                     key=lambda run: run.seconds)
         extra = module.seconds - refused.seconds
         print(f"[no quorum] flannel_lease failed after {extra:.2f} s more than with a refused endpoint, which "
               f"took {refused.seconds - ping.seconds:.2f} s more than a ping module (etcd_timeout {ETCD_TIMEOUT} s)")
