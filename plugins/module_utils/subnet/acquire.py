@@ -7,7 +7,9 @@ host id: rewritten in place with the new PublicIP, so the subnet, docker0 and th
 routes follow the host); else the subnet of the previous subnet.env, if free and fitting;
 else a random pick among the first 100 free subnets. A new key is created only if it does
 not exist yet; when another host wins that race, the leases are listed again and the choice
-is made again (upstream flannel gives up here; we must not). When another run for this same
+is made again (upstream flannel gives up here; we must not), a pick among twice as many free
+subnets after each lost race (allocator.pick_window), so thousands of hosts starting at once
+do not collide round after round. When another run for this same
 host (a second converge at once, the agent) created a lease between our listing and our
 create, the first created wins in every run: the later one is deleted again.
 
@@ -26,7 +28,7 @@ from ..backends.registry import same_backend
 from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
 from ..errors import HostConflictError, LeaseError
-from .allocator import is_free, pick_subnet
+from .allocator import PICK_AMONG, is_free, pick_subnet, pick_window
 from .config import NetworkConfig
 from .lease import Lease, LeaseAttrs, Listing, Malformed
 from .range import SubnetRange
@@ -109,8 +111,9 @@ def check_requested(rng: SubnetRange, requested: netaddr.IPNetwork | None) -> No
 
 
 def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
-           rand: random.Random | None = None) -> Keep | Create:
-    """What to do, given every lease as listed now (pure, but for the random pick)."""
+           rand: random.Random | None = None, among: int = PICK_AMONG) -> Keep | Create:
+    """What to do, given every lease as listed now (pure, but for the random pick among the
+    first *among* free subnets)."""
     ours, leases = request.attrs.public_ip, listing.leases
     mine = tuple(lease for lease in leases if lease.attrs.public_ip == ours)
     _check_same_host(mine, request.attrs, listing.prefix)
@@ -133,7 +136,7 @@ def choose(listing: Listing, request: AcquireRequest, rng: SubnetRange,
     taken = _blocking(listing.taken, rng)
     if previous is not None and rng.fits(previous) and is_free(previous, taken):
         return Create(previous, mine)
-    return Create(pick_subnet(rng, taken, rand), mine)
+    return Create(pick_subnet(rng, taken, rand, among), mine)
 
 
 def _ours_under_another_ip(leases: Sequence[Lease], request: AcquireRequest, rng: SubnetRange) -> Lease | None:
@@ -211,7 +214,7 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     check_requested(rng, request.requested)
     for attempt in range(MAX_RACE_RETRIES):
         listing = book.list_leases()
-        decision = choose(listing, request, rng, rand)
+        decision = choose(listing, request, rng, rand, pick_window(attempt))
         if isinstance(decision, Keep):
             result: AcquireResult | None = _keep(book, decision.lease, request)
         else:

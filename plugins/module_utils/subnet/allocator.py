@@ -12,6 +12,15 @@ from .range import SubnetRange
 # flannel picks at random among the first 100 free subnets, so that hosts starting at the
 # same time rarely collide while low subnets are still used first.
 PICK_AMONG = 100
+# A host that lost the race for its pick picks again among twice as many, up to 64 times as
+# many: when thousands of hosts start at once, 100 candidates would make nearly all of them
+# lose round after round, each loss costing a listing of every lease (quadratic in hosts).
+WIDEN_UP_TO = 6
+
+
+def pick_window(races_lost: int) -> int:
+    """How many of the first free subnets a pick is made among, after *races_lost* lost races."""
+    return PICK_AMONG * 2 ** min(races_lost, WIDEN_UP_TO)
 
 
 def free_subnets(
@@ -42,10 +51,11 @@ def is_free(subnet: netaddr.IPNetwork, taken: Iterable[netaddr.IPNetwork]) -> bo
 
 
 def pick_subnet(
-    rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], rand: random.Random | None = None
+    rng: SubnetRange, taken: Iterable[netaddr.IPNetwork], rand: random.Random | None = None,
+    among: int = PICK_AMONG,
 ) -> netaddr.IPNetwork:
-    """A random pick among the first PICK_AMONG free subnets; NetworkFullError when none is left."""
-    candidates = free_subnets(rng, taken)
+    """A random pick among the first *among* free subnets; NetworkFullError when none is left."""
+    candidates = free_subnets(rng, taken, among)
     if not candidates:
         raise NetworkFullError(
             f"network {rng.network} is full: all {rng.count} subnets of /{rng.subnet_len} between "

@@ -24,6 +24,7 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.acquire 
     choose,
     plan_keep,
 )
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.allocator import free_subnets, pick_window
 from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import (
     Lease,
     LeaseAttrs,
@@ -268,3 +269,10 @@ def test_a_reservation_under_another_public_ip_is_never_taken_over():
     old = replace(hosted("10.5.9.0/24", HOST_B), etcd_lease_id=0)  # no etcd lease: a reservation
     decision = choose(listing([old]), moved_request("10.5.9.0/24"), RNG, random.Random(3))
     assert isinstance(decision, Create) and decision.subnet != N("10.5.9.0/24")
+
+
+def test_after_lost_races_the_pick_is_among_more_free_subnets():
+    assert [pick_window(lost) for lost in (0, 1, 2, 6, 50)] == [100, 200, 400, 6400, 6400]
+    big = subnet_range(4, "10.0.0.0/8", 24, None, None, "")
+    picks = {choose(listing([]), request(), big, random.Random(seed), pick_window(3)).subnet for seed in range(300)}
+    assert picks <= set(free_subnets(big, [], 800)) and max(picks) > max(free_subnets(big, [], 100))

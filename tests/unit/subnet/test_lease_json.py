@@ -8,7 +8,13 @@ import netaddr
 import pytest
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import LeaseError
-from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Lease, LeaseAttrs
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import (
+    MEMO_VALUE_MAX,
+    Lease,
+    LeaseAttrs,
+    Malformed,
+    parse_kv,
+)
 
 VXLAN_DATA = {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"}
 
@@ -169,3 +175,17 @@ def test_from_kv_bad_value_names_the_key(value):
     with pytest.raises(LeaseError) as info:
         Lease.from_kv("10.5.72.0-24", value)
     assert "10.5.72.0-24" in str(info.value)
+
+
+def test_a_lease_listed_again_unchanged_is_not_parsed_again():
+    value = b'{"PublicIP":"192.168.81.11","PublicIPv6":null,"BackendType":"host-gw"}'
+    first = parse_kv("10.5.7.0-24", value, 7, 40, 39)
+    assert isinstance(first, Lease) and parse_kv("10.5.7.0-24", bytes(value), 7, 40, 39) is first
+    rewritten = parse_kv("10.5.7.0-24", value, 7, 41, 39)
+    assert rewritten == Lease(netaddr.IPNetwork("10.5.7.0/24"), first.attrs, 7, 41, None, 39) and rewritten is not first
+
+
+def test_a_value_larger_than_a_lease_is_parsed_each_time_and_never_kept():
+    value = b'{"PublicIP":"' + b"1" * MEMO_VALUE_MAX + b'"}'
+    first = parse_kv("10.5.8.0-24", value)
+    assert isinstance(first, Malformed) and parse_kv("10.5.8.0-24", value) is not first
