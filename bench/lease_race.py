@@ -3,7 +3,7 @@ against one real etcd through the engine's acquire path, the same hosts renewing
 flannel_lease through ansible-playbook on many local hosts.
 
     .venv/bin/python -m bench.lease_race --hosts 2000 --runs 3 [--workers 4] [--capacity 200] \
-        [--playbook-hosts 200 --forks 50] [--renew-hosts 200 --renew-cycles 3] [--json F]
+        [--playbook-hosts 200 --forks 50] [--renew-hosts 50 --renew-cycles 3] [--json F]
 
 Figures (medians over the runs; every run uses a fresh prefix on one etcd on 127.0.0.1):
   race        N hosts (distinct PublicIPs and host ids), in --workers processes of threads
@@ -203,7 +203,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity", type=int, default=200, help="subnets of the 'full' scenario's network")
     parser.add_argument("--playbook-hosts", type=int, default=200, help="0: skip the playbook scenario")
     parser.add_argument("--forks", type=int, default=50)
-    parser.add_argument("--renew-hosts", type=int, default=200, help="lease keepers of the 'renew' scenario; 0: skip")
+    parser.add_argument("--renew-hosts", type=int, default=50,
+                        help="lease keepers of the 'renew' scenario, in one thread (200 miss the 2 s margin); 0: skip")
     parser.add_argument("--renew-cycles", type=int, default=3)
     parser.add_argument("--json", help="write every run's figures to this file")
     args = parser.parse_args(argv)
