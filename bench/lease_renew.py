@@ -11,6 +11,7 @@ requests per host and day, and requests per second for --scale-to hosts.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -23,6 +24,10 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.lease_kee
     LeaseKeeper,
 )
 from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.scheduler import Scheduler  # noqa: E402
+from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import (  # noqa: E402
+    DEFAULT_LEASE_TTL,
+    DEFAULT_RENEW_MARGIN_MINUTES,
+)
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import (  # noqa: E402
     EtcdConnection,
     EtcdSettings,
@@ -36,7 +41,7 @@ from bench.race_hosts import attrs_of  # noqa: E402
 from lab.etcd import Cluster  # noqa: E402
 
 TTL_S, MARGIN_S = 8, 2  # one cycle every 6 s
-DEFAULT_TTL_S, DEFAULT_MARGIN_S = 24 * 3600, 3600  # the agent's defaults, as flanneld's
+DEFAULT_CYCLE_S = DEFAULT_LEASE_TTL - DEFAULT_RENEW_MARGIN_MINUTES * 60  # the agent's defaults, as flanneld's
 FLANNEL_PER_DAY = 1.0  # flanneld: one renewal per host and day, nothing in between
 
 
@@ -65,7 +70,7 @@ def renew_cost(server: Cluster, prefix: str, hosts: int, cycles: int, scale_to: 
     finally:
         registry.conn.close()
     per_cycle = requests / hosts / cycles
-    per_day = per_cycle * 86400 / (DEFAULT_TTL_S - DEFAULT_MARGIN_S)
+    per_day = per_cycle * 86400 / DEFAULT_CYCLE_S
     return {"hosts": hosts, "cycles": cycles, "requests": requests, "per_host_cycle": round(per_cycle, 2),
             "per_host_day": round(per_day, 2), "scale_to": scale_to,
             "req_per_s_at_scale": round(per_day * scale_to / 86400, 4), "alive": alive}
@@ -80,14 +85,15 @@ def renew_table(runs: list[dict[str, Any]]) -> list[str]:
         return []
     first = runs[0]
     verdict = "PASS" if all(renew_ok(run) for run in runs) else "FAIL"
-    per_day = sorted(run["per_host_day"] for run in runs)[len(runs) // 2]
-    at_scale = sorted(run["req_per_s_at_scale"] for run in runs)[len(runs) // 2]
+    per_day = statistics.median(run["per_host_day"] for run in runs)
+    at_scale = statistics.median(run["req_per_s_at_scale"] for run in runs)
+
     def each(key: str) -> str:
         return ", ".join(f"{run[key]:g}" for run in runs)
 
     return [
         f"renew: {first['hosts']} lease keepers, {first['cycles']} cycles of TTL {TTL_S} s − margin {MARGIN_S} s, "
-        f"scaled to the defaults (24 h, 60 min) -- {verdict}",
+        f"scaled to the defaults ({DEFAULT_LEASE_TTL // 3600} h, {DEFAULT_RENEW_MARGIN_MINUTES} min) -- {verdict}",
         f"  requests per host and day  median {per_day:>8g}   flanneld {FLANNEL_PER_DAY:g} (ratio "
         f"{per_day / FLANNEL_PER_DAY:.1f})   runs: {each('per_host_day')}",
         f"  requests per second at {first['scale_to']} hosts  median {at_scale:g}   "
