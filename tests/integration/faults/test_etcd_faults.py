@@ -93,10 +93,10 @@ def test_no_quorum_loses_no_packet_fails_converges_quickly_and_recovers_alone(fl
         lease_args = {"etcd_timeout": ETCD_TIMEOUT, "iface": "eth0", "subnet_file": ""}
         ping = fl.adhoc("h1", "ansible.builtin.ping")
         refused = min((fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
-                                {**lease_args, "etcd_endpoints": ["http://127.0.0.1:9"]}) for _ in range(2)),
+                                {**lease_args, "etcd_endpoints": ["http://127.0.0.1:9"]}) for _attempt in range(2)),
                       key=lambda run: run.seconds)
         module = min((fl.adhoc("h1", "overlaynet.flannel.flannel_lease",
-                               {**lease_args, "etcd_endpoints": lab.etcd_endpoints}) for _ in range(2)),
+                               {**lease_args, "etcd_endpoints": lab.etcd_endpoints}) for _attempt in range(2)),
                      key=lambda run: run.seconds)
         extra = module.seconds - refused.seconds
         print(f"[no quorum] flannel_lease failed after {extra:.2f} s more than with a refused endpoint, which "
