@@ -67,7 +67,9 @@ class EtcdClient(Protocol):
 
     def get(self, key: str) -> tuple[bytes | None, KeyMeta | None]: ...
 
-    def get_prefix_response(self, prefix: str) -> RangeResponse: ...
+    def get_prefix_response(self, prefix: str, min_mod_revision: int | None = None) -> RangeResponse:
+        """min_mod_revision: only keys written at or after it (etcd filters; only they come over
+        the wire). Not its min_create_revision: python3-etcd3 0.13 sends that as min_mod_revision."""
 
     def transaction(self, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any]) -> tuple[bool, Any]:
         ...

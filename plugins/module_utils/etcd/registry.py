@@ -108,17 +108,24 @@ class LeaseRegistry:
     def list_leases(self) -> Listing:
         """Every key under <prefix>/subnets/: the leases, and the keys that hold none
         (malformed keys or values never make the listing fail)."""
-        def fetch(client: EtcdClient) -> Listing:
-            response = client.get_prefix_response(self.subnets_prefix)
-            listing = Listing([], response.header.revision, [], self.subnets_prefix)
-            for kv in response.kvs:
-                found = parse_kv(self.key_tail(kv.key), kv.value, kv.lease, kv.mod_revision, kv.create_revision)
-                if isinstance(found, Lease):
-                    listing.leases.append(found)
-                else:
-                    listing.malformed.append(found)
-            return listing
-        return self.conn.call(fetch)
+        return self.conn.call(lambda client: self._fetch(client, None))
+
+    def list_changed(self, after: int) -> Listing:
+        """Only the keys written after revision `after` (etcd filters them: after a lost race
+        or a create at thousands of leases, the few keys that changed come over the wire,
+        not every lease again). Deletes are not in it."""
+        return self.conn.call(lambda client: self._fetch(client, after + 1))
+
+    def _fetch(self, client: EtcdClient, min_mod_revision: int | None) -> Listing:
+        response = client.get_prefix_response(self.subnets_prefix, min_mod_revision=min_mod_revision)
+        listing = Listing([], response.header.revision, [], self.subnets_prefix)
+        for kv in response.kvs:
+            found = parse_kv(self.key_tail(kv.key), kv.value, kv.lease, kv.mod_revision, kv.create_revision)
+            if isinstance(found, Lease):
+                listing.leases.append(found)
+            else:
+                listing.malformed.append(found)
+        return listing
 
     def watch(self, start_revision: int) -> tuple[Iterator[WatchBatch], Callable[[], None]]:
         """Batches of events on <prefix>/subnets/ from start_revision, and a cancel function.

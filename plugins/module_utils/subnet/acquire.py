@@ -47,6 +47,9 @@ class LeaseBook(Protocol):
     def list_leases(self) -> Listing:
         """Every lease, and the keys holding none (their subnets count as taken)."""
 
+    def list_changed(self, after: int) -> Listing:
+        """The keys written after revision `after` (as list_leases, but only those)."""
+
     def create(self, subnet: netaddr.IPNetwork, attrs: LeaseAttrs, ttl: int, reservation: bool) -> Lease | None:
         """The new lease, or None when the key exists already (a lost race)."""
 
@@ -212,13 +215,15 @@ def acquire(book: LeaseBook, request: AcquireRequest, rand: random.Random | None
     """Get this host a lease, flannel's way (see the module doc)."""
     rng = book.get_config().network_range
     check_requested(rng, request.requested)
+    listing = book.list_leases()
     for attempt in range(MAX_RACE_RETRIES):
-        listing = book.list_leases()
+        if attempt:  # after a lost race, only what was written since (Listing.merged)
+            listing = listing.merged(book.list_changed(listing.revision))
         decision = choose(listing, request, rng, rand, pick_window(attempt))
         if isinstance(decision, Keep):
             result: AcquireResult | None = _keep(book, decision.lease, request)
         else:
-            result = _create(book, decision, request)
+            result = _create(book, decision, request, listing.revision)
         if result is not None:
             return replace(result, malformed=tuple(listing.malformed), races_lost=attempt)
     raise LeaseError(
@@ -243,8 +248,9 @@ def _keep(book: LeaseBook, lease: Lease, request: AcquireRequest) -> AcquireResu
     return AcquireResult(book.update(lease, plan.attrs, plan.etcd_lease_id), True, "updated", lease)
 
 
-def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> AcquireResult | None:
-    """The created lease; None when another host won the race for the key."""
+def _create(book: LeaseBook, decision: Create, request: AcquireRequest, listed_at: int) -> AcquireResult | None:
+    """The created lease; None when another host won the race for the key. listed_at: the
+    revision of the listing the decision was made on."""
     action = "moved" if decision.moved_from else "created"
     previous = decision.moved_from[0] if decision.moved_from else None
     if request.dry_run:
@@ -254,17 +260,19 @@ def _create(book: LeaseBook, decision: Create, request: AcquireRequest) -> Acqui
         return None
     for old in decision.moved_from:  # this host moved: its old leases go
         book.delete(old)
-    first = None if request.requested is not None else _created_before(book, created)
+    first = None if request.requested is not None else _created_before(book, created, listed_at)
     if first is not None:
         book.delete(created)  # another run for this host was first: one host, one lease
         return _keep(book, first, request)
     return AcquireResult(created, True, action, previous)
 
 
-def _created_before(book: LeaseBook, created: Lease) -> Lease | None:
+def _created_before(book: LeaseBook, created: Lease, listed_at: int) -> Lease | None:
     """A lease for our PublicIP that another run for this host created between our listing
-    and our create (two converges at once): the first created, which every run keeps."""
-    twins = [lease for lease in book.list_leases().leases
+    and our create (two converges at once): the first created, which every run keeps.
+    Only keys written after the listing can be one: a twin listed already was ours to keep
+    (or, not fitting, was deleted as we moved)."""
+    twins = [lease for lease in book.list_changed(listed_at).leases
              if lease.attrs.public_ip == created.attrs.public_ip and lease.key != created.key
              and lease.attrs.host_id in (None, created.attrs.host_id)
              and 0 < lease.create_revision < created.create_revision]

@@ -170,3 +170,14 @@ class Listing:
     def taken(self) -> list[netaddr.IPNetwork]:
         """Subnets nobody else may pick: every lease's and every malformed key's that names one."""
         return [lease.subnet for lease in self.leases] + [m.subnet for m in self.malformed if m.subnet is not None]
+
+    def merged(self, changed: Listing) -> Listing:
+        """This listing brought up to date with `changed`: the keys written after it, as read
+        at changed.revision. A key deleted in between is not in `changed` and stays here, so
+        its subnet still counts as taken: a pick made on the result can only be more careful
+        than one made on a full listing, never a duplicate."""
+        written = {entry.key for entry in changed.leases} | {entry.key for entry in changed.malformed}
+        return Listing([lease for lease in self.leases if lease.key not in written] + changed.leases,
+                       changed.revision,
+                       [bad for bad in self.malformed if bad.key not in written] + changed.malformed,
+                       self.prefix)

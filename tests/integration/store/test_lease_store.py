@@ -139,6 +139,21 @@ def test_full_network_is_a_clear_error(etcd_server, etcd_prefix):
         acquire(store, AcquireRequest(attrs("192.168.81.20"), ttl=600))
 
 
+def test_list_changed_reads_only_the_keys_written_after_a_revision(etcd_server, etcd_prefix):
+    store = make_store(etcd_server, etcd_prefix)
+    kept = acquire(store, AcquireRequest(attrs("192.168.81.11"), ttl=600)).lease
+    gone = acquire(store, AcquireRequest(attrs("192.168.81.12"), ttl=600)).lease
+    revision = store.list_leases().revision
+    release(store, "192.168.81.12")
+    new = acquire(store, AcquireRequest(attrs("192.168.81.13"), ttl=600)).lease
+    etcd_server.etcdctl("put", f"{etcd_prefix}/subnets/10.5.9.0-24", "{not json")
+    changed = store.list_changed(revision)
+    assert [lease.key for lease in changed.leases] == [new.key]  # not kept's, not the deleted one's
+    assert [bad.key for bad in changed.malformed] == ["10.5.9.0-24"]
+    assert changed.revision > revision and gone.key not in {kept.key, new.key} | {"10.5.9.0-24"}
+    assert store.list_changed(changed.revision).leases == []
+
+
 def test_watch_reports_puts_and_deletes_from_a_revision(etcd_server, etcd_prefix):
     store = make_store(etcd_server, etcd_prefix)
     revision = store.list_leases().revision

@@ -189,3 +189,21 @@ def test_a_value_larger_than_a_lease_is_parsed_each_time_and_never_kept():
     value = b'{"PublicIP":"' + b"1" * MEMO_VALUE_MAX + b'"}'
     first = parse_kv("10.5.8.0-24", value)
     assert isinstance(first, Malformed) and parse_kv("10.5.8.0-24", value) is not first
+
+
+def test_a_listing_merged_with_what_changed_takes_the_new_keys_and_keeps_the_deleted_ones_taken():
+    from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.lease import Listing
+
+    def lease(subnet: str, ip: str, revision: int) -> Lease:
+        return Lease(netaddr.IPNetwork(subnet), LeaseAttrs(ip), 7, revision, create_revision=revision)
+
+    before = Listing([lease("10.1.1.0/24", "192.168.81.1", 3), lease("10.1.2.0/24", "192.168.81.2", 4)], 4,
+                     [Malformed("10.1.3.0-24", "not valid JSON", netaddr.IPNetwork("10.1.3.0/24"))], "/p/subnets/")
+    changed = Listing([lease("10.1.2.0/24", "192.168.81.9", 6), lease("10.1.3.0/24", "192.168.81.3", 7)], 8)
+    merged = before.merged(changed)
+    assert merged.revision == 8 and merged.prefix == "/p/subnets/"
+    # 10.1.2.0 rewritten, the malformed 10.1.3.0 now a lease, 10.1.1.0 (maybe deleted since) still there
+    assert sorted((str(x.subnet), x.attrs.public_ip) for x in merged.leases) == [
+        ("10.1.1.0/24", "192.168.81.1"), ("10.1.2.0/24", "192.168.81.9"), ("10.1.3.0/24", "192.168.81.3")]
+    assert merged.malformed == []
+    assert sorted(map(str, merged.taken)) == ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24"]
