@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -11,6 +12,7 @@ from typing import Any, Protocol, Self, TypeVar
 from ..deps import netaddr
 from ..errors import HostNetworkError
 from ..host import rtnl
+from ..host.kernel_changes import FULL_ROUND_EVERY, KernelChanges
 from ..subnet.config import NetworkConfig
 from ..subnet.lease import Lease
 from ..subnet.peer_rules import PeerRules
@@ -50,9 +52,10 @@ class BackendSetup:
 class KernelBackend:
     """What the backends that only program the kernel (vxlan, host-gw) share: the config and
     host they are bound to, one lock around every netlink conversation, our subnet, the
-    rtnetlink socket the peer tables are read and written through, and each peer's plan
-    (kept while its lease and our setup stay the same, so a repair round judges no lease
-    again)."""
+    rtnetlink socket the peer tables are read and written through, each peer's plan (kept
+    while its lease and our setup stay the same, so a repair round judges no lease again),
+    and the kernel's change notifications that let a repair round with nothing to repair be
+    skipped (host/kernel_changes.py)."""
 
     def __init__(self, config: NetworkConfig, host: LocalHost) -> None:
         self._config = config
@@ -63,6 +66,9 @@ class KernelBackend:
         self._rtnl: rtnl.Rtnl | None = None
         self._plans: dict[str, tuple[Lease, int | None, PeerPlan | None]] = {}
         self._written = 0  # requests sent to the kernel so far; reconcile() returns its share
+        self._changes: KernelChanges | None = None
+        self._clean: dict[str, Lease] | None = None  # the peers of the last full round without errors
+        self._full_at = 0.0  # monotonic time of that round
 
     def _tables(self, index: int | None) -> Tables:
         """One dump of each table (under the lock)."""
@@ -73,7 +79,11 @@ class KernelBackend:
         if not requests:
             return []
         self._written += len(requests)
-        return self._netlink(lambda rt: rt.run(requests))
+        errors = self._netlink(lambda rt: rt.run(requests))
+        if errors:
+            self._clean = None
+        self._note_changes(after_own_write=True)  # the notifications our batch caused are ours
+        return errors
 
     def _netlink(self, work: Callable[[rtnl.Rtnl], _T]) -> _T:
         if self._rtnl is None:
@@ -85,9 +95,53 @@ class KernelBackend:
             raise
 
     def _close_netlink(self) -> None:
+        """Close both sockets; the next round starts from a full one."""
+        self._clean = None
         if self._rtnl is not None:
             self._rtnl.close()
             self._rtnl = None
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
+
+    # ---- skipping repair rounds with nothing to repair -----------------------------------
+
+    def _note_changes(self, after_own_write: bool = False) -> None:
+        if self._changes is not None:
+            try:
+                self._changes.note(self._rtnl.portid if self._rtnl else 0, after_own_write)
+            except HostNetworkError:
+                self._changes.close()
+                self._changes = None
+                self._clean = None
+
+    def _at_rest(self, peers: dict[str, Lease]) -> bool:
+        """True when a repair round can find nothing to repair (under the lock): the last
+        full round, less than FULL_ROUND_EVERY ago, was for these peers and ended clean, and
+        the kernel notified no change by anyone else since. Without a subscription (it could
+        not be opened) every round is a full one. When not at rest, the round that follows
+        is a full one: what was notified so far is what it repairs, and whatever is notified
+        from now on makes the next round a full one too."""
+        if self._changes is None:
+            try:
+                self._changes = KernelChanges(self._host.netns)
+            except HostNetworkError:
+                return False
+        self._note_changes()
+        changes = self._changes
+        if (changes is not None and not changes.pending and self._clean is not None
+                and time.monotonic() - self._full_at < FULL_ROUND_EVERY and self._clean == peers):
+            return True
+        self._clean = None  # a round that raises leaves no baseline
+        if changes is not None:
+            changes.pending = False
+        return False
+
+    def _full_round_done(self, peers: dict[str, Lease], errors: list[str], started: float) -> None:
+        """A full round that ended without errors is the baseline later rounds are skipped
+        against, until FULL_ROUND_EVERY after its start."""
+        self._clean = None if errors else dict(peers)
+        self._full_at = started
 
     def _plan_of(self, key: str, lease: Lease, index: int | None, make: Callable[[], PeerPlan | None],
                  keep: bool = True) -> PeerPlan | None:
@@ -124,6 +178,8 @@ class KernelBackend:
         if stale:
             self._forget_plans(peers)
             batch.remove_stale(plans)
+        if errors:
+            self._clean = None
         return errors + self._write(batch.requests)
 
     def _forget_plans(self, keys: Iterable[str] | None = None) -> None:
@@ -131,6 +187,7 @@ class KernelBackend:
         but those of `keys` (the current peers)."""
         if keys is None:
             self._plans.clear()
+            self._clean = None
             return
         self._plans = {key: self._plans[key] for key in keys if key in self._plans}
 

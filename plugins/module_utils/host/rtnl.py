@@ -181,6 +181,7 @@ class Rtnl:
         except OSError as exc:
             raise HostNetworkError(f"cannot open netlink in {where}: {exc}") from None
         self._sock.bind((0, 0))
+        self.portid = int(self._sock.getsockname()[0])  # the kernel's notifications of our writes carry it
         self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)

@@ -6,7 +6,19 @@ import os
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, host_lease, ip, local_host, netlink_changes, peers_of, plane, start
+from backend_lab import (
+    RTPROT,
+    config,
+    count_dumps,
+    host_lease,
+    ip,
+    local_host,
+    netlink_changes,
+    peers_of,
+    plane,
+    reconcile_until_at_rest,
+    start,
+)
 from pyroute2 import IPRoute
 
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
@@ -106,6 +118,23 @@ def test_reconcile_repairs_drift_and_removes_only_our_stale_routes(lab):
     assert h1.ping_from_container(h2.container_ip)
     assert h1.ping_from_container(h3.container_ip)
 
+
+def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab):
+    backends, leases = start(lab, HOSTGW)
+    h1, h2 = lab.hosts[:2]
+    backend, peers = backends[1], peers_of(h1, leases)
+    dumps = count_dumps(backend)
+    assert backend.reconcile(peers) == 0 and len(dumps) == 1
+    reconcile_until_at_rest(backend, peers, dumps)
+    assert h1.ping_from_container(h2.container_ip)
+    rounds = len(dumps)
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds
+    ip(h1.ns, "route", "del", "10.5.2.0/24")
+    assert backend.reconcile(peers) == 1 and len(dumps) == rounds + 1
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 1
+    ip(h1.ns, "addr", "add", "192.168.82.11/24", "dev", "eth0")  # the underlay changed: a full round
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 2
+    assert h1.ping_from_container(h2.container_ip)
 
 def test_skips_other_backends_and_own_lease(lab):
     backends, leases = start(lab, HOSTGW)

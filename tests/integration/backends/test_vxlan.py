@@ -11,8 +11,21 @@ from pathlib import Path
 
 import netaddr
 import pytest
-from backend_lab import RTPROT, config, host_lease, ip, local_host, netlink_changes, peers_of, plane, start
+from backend_lab import (
+    RTPROT,
+    config,
+    count_dumps,
+    host_lease,
+    ip,
+    local_host,
+    netlink_changes,
+    peers_of,
+    plane,
+    reconcile_until_at_rest,
+    start,
+)
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends import base
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.base import BackendSetup, LocalHost
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.hostgw.backend import HostGwBackend
 from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.registry import make_backend
@@ -131,6 +144,37 @@ def test_reconcile_repairs_route_fdb_neighbour_and_device(lab):
     assert h1.ping_from_container(h2.container_ip)
     assert lab.hosts[2].ping_from_container(h1.container_ip)
 
+
+def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab, monkeypatch):
+    """A round after a clean one, with no change notified by anyone but us, reads no dump;
+    a route or FDB entry deleted by hand is still repaired by the next round."""
+    backends, leases = start(lab, VXLAN)
+    h1, h2 = lab.hosts[:2]
+    backend, peers = backends[1], peers_of(h1, leases)
+    mac2 = leases[2].attrs.backend_data["VtepMAC"]
+    dumps = count_dumps(backend)
+    assert backend.reconcile(peers) == 0 and len(dumps) == 1  # the first round is a full one
+    reconcile_until_at_rest(backend, peers, dumps)
+    assert h1.ping_from_container(h2.container_ip)  # ARP and bridge learning are no change
+    rounds = len(dumps)
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds
+
+    ip(h1.ns, "route", "del", "10.5.2.0/24")
+    assert backend.reconcile(peers) == 1 and len(dumps) == rounds + 1
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 1  # our own write is no change
+    ip(h1.ns, "fdb", "del", mac2, "dev", "flannel.1", "dst", h2.public_ip)  # FDB notes carry port id 0
+    assert backend.reconcile(peers) == 1 and len(dumps) == rounds + 2
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 2
+    ip(h1.ns, "link", "set", "flannel.1", "mtu", "1400")
+    backend.reconcile(peers)  # the link is set right through another socket: not counted as a write
+    assert len(dumps) == rounds + 3
+    assert plane(h1.ns).link.get("mtu") == 1450
+
+    fewer = {leases[3].key: leases[3]}
+    assert backend.reconcile(fewer) == 3 and len(dumps) == rounds + 4  # other peers: a full round
+    monkeypatch.setattr(base, "FULL_ROUND_EVERY", 0.0)  # the full round that runs notified or not
+    assert backend.reconcile(fewer) == 0 and len(dumps) == rounds + 5
+    assert set(plane(h1.ns).routes) == {"10.5.3.0/24"}
 
 def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
     backends, leases = start(lab, VXLAN)

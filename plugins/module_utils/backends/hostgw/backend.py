@@ -10,6 +10,7 @@ HostNetworkError naming the peer; the agent logs it and goes on with the other p
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 from ...deps import netaddr
@@ -64,10 +65,15 @@ class HostGwBackend(KernelBackend):
     def reconcile(self, peers: dict[str, Lease]) -> int:
         """Re-create missing/changed routes and delete our routes no current peer needs.
         Peers that cannot be routed are reported together in one HostNetworkError at the end,
-        after all the others were programmed. Returns the routes written."""
+        after all the others were programmed. Skipped while the kernel notified no change since
+        the last clean round (base.py `_at_rest`). Returns the routes written."""
         with self._lock:
-            written = self._written
-            _raise_if(self._sync(peers, stale=True))
+            if self._at_rest(peers):
+                return 0
+            started, written = time.monotonic(), self._written
+            errors = self._sync(peers, stale=True)
+            self._full_round_done(peers, errors, started)
+            _raise_if(errors)
             return self._written - written
 
     def close(self) -> None:

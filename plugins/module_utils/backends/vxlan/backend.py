@@ -15,6 +15,7 @@ or, with DirectRouting and the peer on our underlay link, just
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ...deps import netaddr
@@ -108,14 +109,18 @@ class VxlanBackend(KernelBackend):
         """Bring the device and every peer's entries back to what they should be, and remove
         our routes/neighbours/FDB entries that no current peer needs. Peers that cannot be
         programmed do not stop the others; they are reported in one HostNetworkError at the end.
-        Reads three dumps and writes only differences, so it is cheap to run every few seconds.
+        Reads three dumps and writes only differences, and is skipped while the kernel notified
+        no change since the last clean round (base.py `_at_rest`).
         Returns the writes (a re-created device counts one)."""
         with self._lock:
             self._peers = dict(peers)
-            written = self._written
+            if self._at_rest(self._peers):
+                return 0
+            started, written = time.monotonic(), self._written
             with nl.open_ipr(self._host.netns) as ipr:
                 index, reset = self._ensure_device(ipr)
                 errors = self._sync(ipr, index, self._peers, stale=True)
+            self._full_round_done(self._peers, errors, started)
         _raise_if(errors)
         return self._written - written + int(reset)
 
