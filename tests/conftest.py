@@ -50,3 +50,24 @@ def netns() -> Iterator[str]:
         yield namespaces.add(f"oflt-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     finally:
         namespaces.delete_all()
+
+
+AGENT_LOG_TAIL = 40  # lines of each agent's log shown with a failing lab test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that used a lab with agents (a fixture with a `logs` directory of
+    agent-*.log, as lab.overlay.Overlay keeps) shows the tail of each agent's log: a fault
+    seen only in CI is then explained by its report, not only by the assertion."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        logs = getattr(value, "logs", None)
+        if not isinstance(logs, Path) or not logs.is_dir():
+            continue
+        for log in sorted(logs.glob("agent-*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-AGENT_LOG_TAIL:]
+            report.sections.append((f"{log.name} (last {len(lines)} lines)", "\n".join(lines)))
