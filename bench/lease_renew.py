@@ -22,6 +22,7 @@ link_collection()
 from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.lease_keeper import (  # noqa: E402
     RENEW_JOB,
     LeaseKeeper,
+    LeaseLost,
 )
 from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.scheduler import Scheduler  # noqa: E402
 from ansible_collections.overlaynet.flannel.plugins.module_utils.defaults import (  # noqa: E402
@@ -58,13 +59,12 @@ def renew_cost(server: Cluster, prefix: str, hosts: int, cycles: int, scale_to: 
             keeper = LeaseKeeper(registry, attrs, own, TTL_S, MARGIN_S, scheduler)
             scheduler.add(RENEW_JOB, keeper.renew, keeper.renew_every)
             keepers.append((keeper, scheduler))
-        for _, scheduler in keepers:  # the first looks (onto TTL_S) are set-up, not steady state
-            scheduler.run_due()
+        lost: list[str] = []
+        keepers = run_keepers(keepers, lost)  # the first looks (onto TTL_S) are set-up, not steady state
         before, started = server.requests_received(), time.monotonic()
-        while time.monotonic() - started < cycles * (TTL_S - MARGIN_S):
-            for _, scheduler in keepers:
-                scheduler.run_due()
-            time.sleep(min(scheduler.wait(0.05) for _, scheduler in keepers))
+        while keepers and time.monotonic() - started < cycles * (TTL_S - MARGIN_S):
+            keepers = run_keepers(keepers, lost)
+            time.sleep(min((scheduler.wait(0.05) for _, scheduler in keepers), default=0))
         requests = server.requests_received() - before
         alive = sum(registry.lifetime(keeper.own)[0] > 0 for keeper, _ in keepers)
     finally:
@@ -73,7 +73,23 @@ def renew_cost(server: Cluster, prefix: str, hosts: int, cycles: int, scale_to: 
     per_day = per_cycle * 86400 / DEFAULT_CYCLE_S
     return {"hosts": hosts, "cycles": cycles, "requests": requests, "per_host_cycle": round(per_cycle, 2),
             "per_host_day": round(per_day, 2), "scale_to": scale_to,
-            "req_per_s_at_scale": round(per_day * scale_to / 86400, 4), "alive": alive}
+            "req_per_s_at_scale": round(per_day * scale_to / 86400, 4), "alive": alive,
+            "lost": len(lost), "first_lost": lost[0] if lost else None}
+
+
+def run_keepers(keepers: list[tuple[LeaseKeeper, Scheduler]], lost: list[str]) -> list[tuple[LeaseKeeper, Scheduler]]:
+    """One pass of every keeper's due jobs; a keeper whose lease was lost (the agent would
+    exit) is counted in *lost* with why, and left out of the next passes: the bench reports
+    it instead of stopping."""
+    running = []
+    for keeper, scheduler in keepers:
+        try:
+            scheduler.run_due()
+        except LeaseLost as exc:
+            lost.append(str(exc))
+            continue
+        running.append((keeper, scheduler))
+    return running
 
 
 def renew_ok(run: dict[str, Any]) -> bool:
@@ -99,4 +115,6 @@ def renew_table(runs: list[dict[str, Any]]) -> list[str]:
         f"  requests per second at {first['scale_to']} hosts  median {at_scale:g}   "
         f"runs: {each('req_per_s_at_scale')}",
         f"  leases alive at the end    {', '.join(str(run['alive']) + '/' + str(run['hosts']) for run in runs)}",
+        *(f"  keepers that lost their lease: {run['lost']}, the first: {run['first_lost']}"
+          for run in runs if run.get("lost")),
     ]

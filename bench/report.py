@@ -9,7 +9,7 @@ from .measure import Bench
 
 TARGETS = {
     "vxlan_ratio": 0.95,
-    "hostgw_ratio": 0.90,
+    "hostgw_ratio": 0.97,
     "udp_fast_gbit": 2.5,
     "udp_plain_gbit": 0.5,
     "convergence_p99_ms": 250.0,
@@ -69,9 +69,9 @@ class Table:
         self.info_ratio("vxlan, agents stopped (info)", "vxlan_stopped", "vxlan_hand", "hand-made")
 
     def hostgw(self) -> None:
-        self.reference("underlay veth (host-host)", "underlay")
-        self.ratio("host-gw (agent)", "host-gw", "underlay", "underlay", TARGETS["hostgw_ratio"])
-        self.info_ratio("host-gw, agents stopped (info)", "hostgw_stopped", "underlay", "underlay")
+        self.reference("host-gw routes by hand", "hostgw_hand")
+        self.ratio("host-gw (agent)", "host-gw", "hostgw_hand", "by hand", TARGETS["hostgw_ratio"])
+        self.info_ratio("underlay veth, host-host (info)", "underlay", "hostgw_hand", "by hand")
         self.info_ratio("  host -> container (info)", "hostgw_to_container", "underlay", "underlay")
         self.info_ratio("  container -> host (info)", "hostgw_from_container", "underlay", "underlay")
 
@@ -112,7 +112,7 @@ def build_table(res: dict[str, Any]) -> list[dict[str, str]]:
 def print_table(rows: list[dict[str, str]], out: Any) -> None:
     cols = ["figure", "value", "target", "ratio/pass", "runs"]
     heads = {"runs": "runs (Gbit/s)"}
-    widths = {c: max(len(heads.get(c, c)), *(len(r[c]) for r in rows)) for c in cols}
+    widths = {c: max([len(heads.get(c, c)), *(len(r[c]) for r in rows)]) for c in cols}  # no rows: the heads
     line = "  ".join(heads.get(c, c).ljust(widths[c]) for c in cols)
     print(line.rstrip(), file=out)
     print("  ".join("-" * widths[c] for c in cols), file=out)
@@ -122,7 +122,7 @@ def print_table(rows: list[dict[str, str]], out: Any) -> None:
 
 def note_results(b: Bench, res: dict[str, Any]) -> None:
     """Notes on what the figures show: the agents' CPU share, wide spreads, retransmits."""
-    for key in ("vxlan", "vxlan_stopped", "vxlan_hand", "underlay", "host-gw", "hostgw_stopped", "udp_fast",
+    for key in ("vxlan", "vxlan_stopped", "vxlan_hand", "underlay", "host-gw", "hostgw_hand", "udp_fast",
                 "udp_mixed", "udp_plain"):
         s = res.get(key)
         if s and key in ("vxlan", "host-gw") and s.get("agents_cpu_pct") and \

@@ -7,10 +7,17 @@ import re
 from typing import Any
 
 from lab import Lab
+from lab.engine import link_collection
 from lab.overlay import Overlay
 from lab.wait import wait_for
 
-from .measure import (
+link_collection()
+
+from ansible_collections.overlaynet.flannel.plugins.module_utils.backends.udp.backend import (  # noqa: E402
+    speaks_fast_path,
+)
+
+from .measure import (  # noqa: E402
     Bench,
     Series,
     agent_has_flag,
@@ -167,30 +174,68 @@ def bench_vxlan(b: Bench) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- host-gw
 
 
+def set_hand_routes(lab: Lab, leases: dict[str, dict[str, Any]]) -> None:
+    """host-gw's data plane by hand, agents stopped: on each host the agent's route to each
+    peer deleted and the same route made with `ip` (peer subnet via the peer's PublicIP on
+    eth0, the kernel's default protocol): the same container path with no agent anywhere."""
+    drop_hand_routes(lab, leases)  # the agents' routes: same destinations
+    for host in leases:
+        for peer, lease in leases.items():
+            if peer != host:
+                lab.run(host, ["ip", "route", "add", lease["subnet"], "via", lease["public_ip"], "dev", "eth0"],
+                        netns_only=True, capture_output=True, text=True)
+
+
+def drop_hand_routes(lab: Lab, leases: dict[str, dict[str, Any]]) -> None:
+    """Every host's route to each peer's subnet gone (whoever made it)."""
+    for host in leases:
+        for peer, lease in leases.items():
+            if peer != host:
+                lab.run(host, ["ip", "route", "del", lease["subnet"]], netns_only=True, check=False,
+                        capture_output=True)
+
+
 def bench_hostgw(b: Bench) -> dict[str, Any]:
-    """Underlay (host to host) alternated with host-gw (agents running); then, with the
-    agents stopped by SIGTERM (routes left in place), for information: host-gw, and the
-    path with a container on one side only (host -> container, container -> host), which
-    shows what each veth + bridge + forwarding hop costs against the underlay."""
+    """Rounds of: host-gw (agents running), the underlay (host to host, info), host-gw routes
+    set by hand (agents stopped, their routes replaced with `ip route`; the reference); then,
+    with the agents stopped by SIGTERM (routes left in place), for information: the path with
+    a container on one side only (host -> container, container -> host), which shows what
+    each veth + bridge + forwarding hop costs against the underlay."""
     args = b.args
-    under, hostgw, stopped = Series("underlay"), Series("host-gw"), Series("host-gw, stopped")
+    under, hostgw, hand = Series("underlay"), Series("host-gw"), Series("host-gw routes by hand")
     to_ctr, from_ctr = Series("host -> container"), Series("container -> host")
     info: dict[str, Any] = {}
     with two_host_overlay(b, "host-gw") as (lab, ov):
         info["mtu_container"] = int(lab.container("c1")["mtu"])
         mtu = re.search(r"mtu (\d+)", link_details(lab, "h1", "eth0"))
         info["mtu_underlay"] = int(mtu.group(1)) if mtu else None
-        info["route_h1"] = ov.ip("h1", "-4", "route", "show", leases_by_host(ov, ["h2"])["h2"]["subnet"]).strip()
-        for _ in range(args.runs):  # alternated: the same noise for both
-            under.add(measured(ov, lambda: iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds)))
-            hostgw.add(c1_to_c2(lab, ov, args.seconds))
-        ov.stop_all()
-        wait_ping(ov, "c1", "c2")
-        for _ in range(args.runs):
-            stopped.add(iperf(lab, "c1", "c2", ov.containers["c2"], args.seconds))
-            to_ctr.add(iperf(lab, "h1", "c2", ov.containers["c2"], args.seconds))
-            from_ctr.add(iperf(lab, "c1", "h2", lab.host_address("h2"), args.seconds))
-    return {"underlay": under.to_json(), "host-gw": hostgw.to_json(), "hostgw_stopped": stopped.to_json(),
+        leases = leases_by_host(ov, lab.hosts)
+        peer_subnet = leases["h2"]["subnet"]
+        info["route_h1"] = ov.ip("h1", "-4", "route", "show", peer_subnet).strip()
+        hand_made = False
+        try:
+            for _ in range(args.runs):  # alternated: the same noise for each
+                hostgw.add(c1_to_c2(lab, ov, args.seconds))
+                under.add(measured(ov, lambda: iperf(lab, "h1", "h2", lab.host_address("h2"), args.seconds)))
+                ov.stop_all()
+                set_hand_routes(lab, leases)
+                hand_made = True
+                info.setdefault("hand_route_h1", ov.ip("h1", "-4", "route", "show", peer_subnet).strip())
+                wait_ping(ov, "c1", "c2")
+                hand.add(iperf(lab, "c1", "c2", ov.containers["c2"], args.seconds))
+                drop_hand_routes(lab, leases)
+                hand_made = False
+                start_agents(ov, lab.hosts)
+                wait_ping(ov, "c1", "c2")
+            ov.stop_all()
+            wait_ping(ov, "c1", "c2")
+            for _ in range(args.runs):
+                to_ctr.add(iperf(lab, "h1", "c2", ov.containers["c2"], args.seconds))
+                from_ctr.add(iperf(lab, "c1", "h2", lab.host_address("h2"), args.seconds))
+        finally:
+            if hand_made:
+                drop_hand_routes(lab, leases)
+    return {"underlay": under.to_json(), "host-gw": hostgw.to_json(), "hostgw_hand": hand.to_json(),
             "hostgw_to_container": to_ctr.to_json(), "hostgw_from_container": from_ctr.to_json(),
             "hostgw_info": info}
 
@@ -212,11 +257,11 @@ def start_udp_mode(b: Bench, ov: Overlay, mode: str) -> dict[str, Any]:
     for host, extra in zip(("h1", "h2"), UDP_MODES[mode], strict=True):
         ov.start_agent(host, *extra)
     expect = {"h1": not UDP_MODES[mode][0], "h2": not UDP_MODES[mode][1]}  # advertises the fast path
-    wait_for(lambda: {h: "Overlaynet" in (v["value"].get("BackendData") or {})
+    wait_for(lambda: {h: speaks_fast_path(v["value"].get("BackendData"))
                       for h, v in leases_by_host(ov, ["h1", "h2"]).items()} == expect, 15,
              what=f"leases of udp mode {mode}")
     leases = {h: v["value"] for h, v in leases_by_host(ov, ["h1", "h2"]).items()}
-    if mode == "fast" and not all("Overlaynet" in (v.get("BackendData") or {}) for v in leases.values()):
+    if mode == "fast" and not all(speaks_fast_path(v.get("BackendData")) for v in leases.values()):
         b.note(f"udp: the agents' leases do not advertise the fast path: {leases}")
     return leases
 

@@ -364,7 +364,9 @@ def test_fast_path_advertisement_and_a_corrupt_state_file(tmp_path: Path) -> Non
         return Lease(netaddr.IPNetwork("10.7.2.0/24"), LeaseAttrs("192.168.81.12", None, "udp", data))
 
     assert advertises_fast_path(lease({"Overlaynet": {"GSO": 1}}))
-    for data in (None, {}, {"Overlaynet": {"GSO": 2}}, {"Overlaynet": 1}, {"overlaynet": {"GSO": 1}}, {"VNI": 1}):
+    assert advertises_fast_path(lease({"Overlaynet": {"GSO": 1, "Host": "h1"}}))
+    for data in (None, {}, {"Overlaynet": {"GSO": 2}}, {"Overlaynet": 1}, {"overlaynet": {"GSO": 1}}, {"VNI": 1},
+                 {"Overlaynet": {"Host": "h1"}}):  # a host id alone: a lease of ours without the fast path
         assert not advertises_fast_path(lease(data)), data
 
     state = tmp_path / "peers.json"

@@ -8,8 +8,14 @@ import shutil
 
 import pytest
 
+from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.lease_keeper import RENEW_JOB, LeaseKeeper
+from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.scheduler import Scheduler
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import EtcdConnection, EtcdSettings
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry
+from ansible_collections.overlaynet.flannel.plugins.module_utils.subnet.acquire import AcquireRequest, acquire
 from bench import lease_race, lease_renew
 from bench.lease_playbook import playbook_ok, run_playbook_hosts
+from bench.race_hosts import attrs_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("etcd"), reason="needs etcd")]
 
@@ -41,3 +47,24 @@ def test_twenty_lease_keepers_cost_about_four_requests_a_day_each(etcd_server, e
     run = lease_renew.renew_cost(etcd_server, etcd_prefix, hosts=20, cycles=2, scale_to=2000)
     assert lease_renew.renew_ok(run), run
     assert run["per_host_cycle"] <= 4.5, run  # a look and a renewal (get, lease info, keep-alive)
+
+
+def test_a_keeper_that_loses_its_lease_is_counted_not_raised(etcd_server, etcd_prefix):
+    lease_race.write_config(etcd_server.endpoint, etcd_prefix, lease_race.BIG)
+    registry = LeaseRegistry(EtcdConnection(EtcdSettings(endpoints=(etcd_server.endpoint,), timeout=10)), etcd_prefix)
+    try:
+        keepers = []
+        for index in range(2):
+            attrs = attrs_of(index)
+            scheduler = Scheduler()
+            keeper = LeaseKeeper(registry, attrs, acquire(registry, AcquireRequest(attrs, ttl=600)).lease,
+                                 lease_renew.TTL_S, lease_renew.MARGIN_S, scheduler)
+            scheduler.add(RENEW_JOB, keeper.renew, keeper.renew_every)
+            keepers.append((keeper, scheduler))
+        registry.delete(keepers[0][0].own)  # as an operator would: the agent exits on this
+        lost: list[str] = []
+        running = lease_renew.run_keepers(keepers, lost)
+    finally:
+        registry.conn.close()
+    assert [keeper for keeper, _ in running] == [keepers[1][0]]
+    assert len(lost) == 1 and "is gone or no longer ours" in lost[0], lost

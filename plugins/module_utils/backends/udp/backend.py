@@ -62,8 +62,13 @@ def fast_path_data() -> dict[str, Any]:
 
 def advertises_fast_path(lease: Lease) -> bool:
     """True if the lease's host speaks our GSO wire format (upstream leases have no data)."""
-    data = lease.attrs.backend_data
-    ours = data.get(FAST_PATH_KEY) if isinstance(data, dict) else None
+    return speaks_fast_path(lease.attrs.backend_data)
+
+
+def speaks_fast_path(backend_data: Any) -> bool:
+    """True if a lease's BackendData advertises our GSO wire format. Its "Overlaynet" object
+    alone says nothing: it carries the host id of every lease of ours, fast path or not."""
+    ours = backend_data.get(FAST_PATH_KEY) if isinstance(backend_data, dict) else None
     return isinstance(ours, dict) and ours.get("GSO") == WIRE_VERSION
 
 
