@@ -67,7 +67,6 @@ def peers_of(h: Any, leases: dict[int, Lease]) -> dict[str, Lease]:
     return {held.key: held for n, held in leases.items() if n != h.n}
 
 
-
 def count_dumps(backend: Any) -> list[int | None]:
     """Spy on one backend's table dumps, one per full repair round (a skipped round dumps
     nothing): the list grows by one per dump."""
@@ -94,6 +93,7 @@ def reconcile_until_at_rest(backend: Any, peers: dict[str, Lease], dumps: list[i
             return
         assert time.monotonic() < deadline, "the kernel kept notifying changes for 10 s"
         time.sleep(0.2)
+
 
 @dataclass
 class Plane:

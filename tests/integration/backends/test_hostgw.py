@@ -136,6 +136,7 @@ def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab):
     assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 2
     assert h1.ping_from_container(h2.container_ip)
 
+
 def test_skips_other_backends_and_own_lease(lab):
     backends, leases = start(lab, HOSTGW)
     h1 = lab.hosts[0]

@@ -176,6 +176,7 @@ def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab, monk
     assert backend.reconcile(fewer) == 0 and len(dumps) == rounds + 5
     assert set(plane(h1.ns).routes) == {"10.5.3.0/24"}
 
+
 def test_mac_reset_by_an_operator_is_repaired_with_all_peers(lab):
     backends, leases = start(lab, VXLAN)
     h1, h2, h3 = lab.hosts

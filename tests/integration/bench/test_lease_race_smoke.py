@@ -66,5 +66,5 @@ def test_a_keeper_that_loses_its_lease_is_counted_not_raised(etcd_server, etcd_p
         running = lease_renew.run_keepers(keepers, lost)
     finally:
         registry.conn.close()
-    assert [keeper for keeper, _ in running] == [keepers[1][0]]
+    assert [pair[0] for pair in running] == [keepers[1][0]]
     assert len(lost) == 1 and "is gone or no longer ours" in lost[0], lost
