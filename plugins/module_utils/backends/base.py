@@ -68,7 +68,8 @@ class KernelBackend:
         self._written = 0  # requests sent to the kernel so far; reconcile() returns its share
         self._changes: KernelChanges | None = None
         self._clean: dict[str, Lease] | None = None  # the peers of the last full round without errors
-        self._full_at = 0.0  # monotonic time of that round
+        self._full_at = 0.0  # monotonic start of that round
+        self._round_started = 0.0  # monotonic start of the full round under way
 
     def _tables(self, index: int | None) -> Tables:
         """One dump of each table (under the lock)."""
@@ -135,13 +136,14 @@ class KernelBackend:
         self._clean = None  # a round that raises leaves no baseline
         if changes is not None:
             changes.pending = False
+        self._round_started = time.monotonic()
         return False
 
-    def _full_round_done(self, peers: dict[str, Lease], errors: list[str], started: float) -> None:
-        """A full round that ended without errors is the baseline later rounds are skipped
-        against, until FULL_ROUND_EVERY after its start."""
+    def _full_round_done(self, peers: dict[str, Lease], errors: list[str]) -> None:
+        """A full round (the one `_at_rest` last said to run) that ended without errors is the
+        baseline later rounds are skipped against, until FULL_ROUND_EVERY after its start."""
         self._clean = None if errors else dict(peers)
-        self._full_at = started
+        self._full_at = self._round_started
 
     def _plan_of(self, key: str, lease: Lease, index: int | None, make: Callable[[], PeerPlan | None],
                  keep: bool = True) -> PeerPlan | None:

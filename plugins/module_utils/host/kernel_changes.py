@@ -54,7 +54,8 @@ def counts(kind: int, pid: int, payload: memoryview, own_pid: int, after_own_wri
 
 
 class KernelChanges:
-    """One subscription in one namespace; `pending` stays set until taken."""
+    """One subscription in one namespace; `pending` stays set until its reader clears it (a
+    full repair round starting: backends/base.py)."""
 
     def __init__(self, netns: str | None = None) -> None:
         try:
@@ -84,12 +85,6 @@ class KernelChanges:
             if not self.pending:
                 self.pending = any(counts(kind, pid, payload, own_pid, after_own_write)
                                    for kind, pid, payload in notifications(data))
-
-    def take(self, own_pid: int = 0) -> bool:
-        """Whether anything changed since the last take (and forget it)."""
-        self.note(own_pid)
-        changed, self.pending = self.pending, False
-        return changed
 
     def close(self) -> None:
         self._sock.close()

@@ -81,18 +81,26 @@ def count_dumps(backend: Any) -> list[int | None]:
     return dumps
 
 
-def reconcile_until_at_rest(backend: Any, peers: dict[str, Lease], dumps: list[int | None]) -> None:
-    """Repair rounds until one is skipped: links brought up a moment ago still get the
-    kernel's own notes (carrier, operstate, IPv6 autoconf) for a second or so, and each
-    makes the next round a full one."""
+def brought_to_rest(backend: Any, peers: dict[str, Lease], h: Any, peer: Any) -> list[int | None]:
+    """A spy on the backend's dumps (count_dumps) after its first round, a full one, and the
+    rounds until one is skipped: links brought up a moment ago still get the kernel's own
+    notes (carrier, operstate, IPv6 autoconf) for a second or so, each making the next round
+    a full one. Then a ping from h's container to peer's (ARP and bridge learning are no
+    change) and one more round, skipped."""
+    dumps = count_dumps(backend)
+    assert backend.reconcile(peers) == 0 and len(dumps) == 1  # the first round is a full one
     deadline = time.monotonic() + 10
     while True:
         before = len(dumps)
         assert backend.reconcile(peers) == 0
         if len(dumps) == before:
-            return
+            break
         assert time.monotonic() < deadline, "the kernel kept notifying changes for 10 s"
         time.sleep(0.2)
+    assert h.ping_from_container(peer.container_ip)
+    rounds = len(dumps)
+    assert backend.reconcile(peers) == 0 and len(dumps) == rounds
+    return dumps
 
 
 @dataclass

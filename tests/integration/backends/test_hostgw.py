@@ -8,15 +8,14 @@ import netaddr
 import pytest
 from backend_lab import (
     RTPROT,
+    brought_to_rest,
     config,
-    count_dumps,
     host_lease,
     ip,
     local_host,
     netlink_changes,
     peers_of,
     plane,
-    reconcile_until_at_rest,
     start,
 )
 from pyroute2 import IPRoute
@@ -123,12 +122,8 @@ def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab):
     backends, leases = start(lab, HOSTGW)
     h1, h2 = lab.hosts[:2]
     backend, peers = backends[1], peers_of(h1, leases)
-    dumps = count_dumps(backend)
-    assert backend.reconcile(peers) == 0 and len(dumps) == 1
-    reconcile_until_at_rest(backend, peers, dumps)
-    assert h1.ping_from_container(h2.container_ip)
+    dumps = brought_to_rest(backend, peers, h1, h2)
     rounds = len(dumps)
-    assert backend.reconcile(peers) == 0 and len(dumps) == rounds
     ip(h1.ns, "route", "del", "10.5.2.0/24")
     assert backend.reconcile(peers) == 1 and len(dumps) == rounds + 1
     assert backend.reconcile(peers) == 0 and len(dumps) == rounds + 1

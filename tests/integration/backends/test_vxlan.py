@@ -13,15 +13,14 @@ import netaddr
 import pytest
 from backend_lab import (
     RTPROT,
+    brought_to_rest,
     config,
-    count_dumps,
     host_lease,
     ip,
     local_host,
     netlink_changes,
     peers_of,
     plane,
-    reconcile_until_at_rest,
     start,
 )
 
@@ -152,12 +151,8 @@ def test_rounds_at_rest_are_skipped_until_the_kernel_notifies_a_change(lab, monk
     h1, h2 = lab.hosts[:2]
     backend, peers = backends[1], peers_of(h1, leases)
     mac2 = leases[2].attrs.backend_data["VtepMAC"]
-    dumps = count_dumps(backend)
-    assert backend.reconcile(peers) == 0 and len(dumps) == 1  # the first round is a full one
-    reconcile_until_at_rest(backend, peers, dumps)
-    assert h1.ping_from_container(h2.container_ip)  # ARP and bridge learning are no change
+    dumps = brought_to_rest(backend, peers, h1, h2)
     rounds = len(dumps)
-    assert backend.reconcile(peers) == 0 and len(dumps) == rounds
 
     ip(h1.ns, "route", "del", "10.5.2.0/24")
     assert backend.reconcile(peers) == 1 and len(dumps) == rounds + 1

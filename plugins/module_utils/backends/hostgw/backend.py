@@ -10,7 +10,6 @@ HostNetworkError naming the peer; the agent logs it and goes on with the other p
 from __future__ import annotations
 
 import logging
-import time
 from functools import partial
 
 from ...deps import netaddr
@@ -70,9 +69,9 @@ class HostGwBackend(KernelBackend):
         with self._lock:
             if self._at_rest(peers):
                 return 0
-            started, written = time.monotonic(), self._written
+            written = self._written
             errors = self._sync(peers, stale=True)
-            self._full_round_done(peers, errors, started)
+            self._full_round_done(peers, errors)
             _raise_if(errors)
             return self._written - written
 

@@ -15,7 +15,6 @@ or, with DirectRouting and the peer on our underlay link, just
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from ...deps import netaddr
@@ -116,11 +115,11 @@ class VxlanBackend(KernelBackend):
             self._peers = dict(peers)
             if self._at_rest(self._peers):
                 return 0
-            started, written = time.monotonic(), self._written
+            written = self._written
             with nl.open_ipr(self._host.netns) as ipr:
                 index, reset = self._ensure_device(ipr)
                 errors = self._sync(ipr, index, self._peers, stale=True)
-            self._full_round_done(self._peers, errors, started)
+            self._full_round_done(self._peers, errors)
         _raise_if(errors)
         return self._written - written + int(reset)
 
