@@ -25,6 +25,8 @@ CLEAN_ENV = {
 # Popen objects of processes this Python process started, so they can be reaped
 # (a child that is never waited for stays a zombie and still "exists").
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# How reaped children ended (pid -> returncode, negative: the signal), for reports.
+_ENDED: dict[int, int] = {}
 
 
 def start_time(pid: int) -> int | None:
@@ -46,6 +48,7 @@ def same_process(pid: int | None, start: int | None) -> bool:
         return False
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
+        _ENDED[pid] = child.returncode
         _CHILDREN.pop(pid, None)
         return False
     return start_time(pid) == start
@@ -56,6 +59,27 @@ def alive(record: Mapping[str, Any] | None) -> bool:
     if not record or not record.get("pid"):
         return False
     return same_process(int(record["pid"]), record.get("start_time"))
+
+
+def how_it_ended(record: Mapping[str, Any] | None) -> str:
+    """How a process this Python process started ended: ``killed by SIGKILL``, ``exited
+    with code 2``; ``still running``, or ``ended unseen`` for one it did not start."""
+    if alive(record):
+        return "still running"
+    pid = int((record or {}).get("pid") or 0)
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:  # e.g. ended before its start time was read
+        _ENDED[pid] = child.returncode
+        _CHILDREN.pop(pid, None)
+    code = _ENDED.get(pid)
+    if code is None:
+        return "ended unseen (not a child of this process, or never started)"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:  # a real-time signal has no name
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def record_of(pid: int) -> dict[str, Any] | None:

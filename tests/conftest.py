@@ -24,16 +24,34 @@ for path in (REPO, REPO / "tests"):  # the lab package, and tests/support
 from lab.engine import link_collection  # noqa: E402
 from lab.etcd import Cluster  # noqa: E402
 from lab.netns import Namespaces  # noqa: E402
+from support import shared_etcd as shared_etcd_support  # noqa: E402
 
 link_collection()
 
 
 @pytest.fixture(scope="session")
-def etcd_server() -> Iterator[Cluster]:
-    """One etcd member on loopback for the whole run (plain http)."""
+def shared_etcd() -> Iterator[Cluster]:
+    """One etcd member on loopback for the whole run (plain http); tests take it through
+    ``etcd_server``."""
     server = Cluster.loopback().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def etcd_server(shared_etcd: Cluster, request: pytest.FixtureRequest) -> Cluster:
+    """The shared etcd, running: one that ended under an earlier test is started again and
+    how it ended goes into the run's summary (support/shared_etcd.py)."""
+    shared_etcd_support.keep_running(shared_etcd, request.node.nodeid)
+    return shared_etcd
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Says when the shared etcd had to be restarted, and how it had ended."""
+    if shared_etcd_support.ENDINGS:
+        terminalreporter.section("the shared etcd ended during the run and was restarted")
+        for ending in shared_etcd_support.ENDINGS:
+            terminalreporter.write_line(ending)
 
 
 @pytest.fixture

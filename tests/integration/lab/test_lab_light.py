@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lab import FAIL_POINTS, Lab, LabError  # noqa: E402
+from lab import FAIL_POINTS, Lab, LabError, procs  # noqa: E402
 from lab import netns as lab_netns  # noqa: E402
 
 
@@ -110,11 +110,36 @@ def _zombie(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def module_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Two light hosts and one etcd member, shared by the module (prefix ``ofllt-``)."""
     state = tmp_path_factory.mktemp("lab-state")
     with Lab.up(hosts=2, etcd_members=1, state_dir=state, prefix=lab_prefix("ofllt")) as lab:
         yield lab
+
+
+def lab_damage(lab: Lab) -> list[str]:
+    """What of the module's lab is gone: its state file, namespaces, processes."""
+    gone = [] if lab.store.path.exists() else [f"state file {lab.store.path}"]
+    st = lab.state or {}
+    gone += [f"namespace {ns}" for ns in st.get("namespaces", []) if not lab_netns.exists(ns)]
+    gone += [f"process {key} (pid {rec.get('pid')})" for key, rec in st.get("processes", {}).items()
+             if not procs.alive(rec)]
+    return gone
+
+
+@pytest.fixture
+def lab(module_lab: Lab) -> Iterator[Lab]:
+    """The module's lab, checked whole before and after each test. Seen once in CI: the lab
+    vanished under one test (namespaces, state file) and the next built a lab of its own
+    on the prefix; now the test that broke it is named, and no later test builds on it."""
+    damage = lab_damage(module_lab)
+    if damage:
+        pytest.fail(f"the module's lab was broken before this test; gone: {damage}; "
+                    f"namespaces with its prefix now: {namespaces_with(module_lab.prefix)}")
+    yield module_lab
+    damage = lab_damage(module_lab)
+    assert not damage, (f"the module's lab broke during this test; gone: {damage}; this process's "
+                        f"netns {os.readlink('/proc/self/ns/net')}, PID 1's {os.readlink('/proc/1/ns/net')}")
 
 
 @pytest.fixture
@@ -345,9 +370,9 @@ def test_a_second_nic_on_a_further_network(lab: Lab) -> None:
 
 def test_up_refuses_when_up(lab: Lab, scratch_state: Path) -> None:
     with pytest.raises(LabError, match="already up"):
-        Lab.up(hosts=1, state_dir=lab.state_dir, prefix=lab.prefix)
+        Lab.up(hosts=1, state_dir=lab.state_dir, prefix=lab.prefix).down()  # .down(): none left if built
     with pytest.raises(LabError, match="namespaces with prefix"):
-        Lab.up(hosts=1, state_dir=scratch_state, prefix=lab.prefix)
+        Lab.up(hosts=1, state_dir=scratch_state, prefix=lab.prefix).down()
     assert lab.status()["up"]
     assert not (scratch_state / "state.json").exists()
 
