@@ -67,10 +67,13 @@ def how_it_ended(record: Mapping[str, Any] | None) -> str:
     if alive(record):
         return "still running"
     pid = int((record or {}).get("pid") or 0)
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:  # e.g. ended before its start time was read
-        _ENDED[pid] = child.returncode
-        _CHILDREN.pop(pid, None)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:  # dead (a zombie, or being torn down: not yet reapable for a moment)
+        try:
+            _ENDED[pid] = child.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            _CHILDREN[pid] = child
+            return "not running, not reaped yet"
     code = _ENDED.get(pid)
     if code is None:
         return "ended unseen (not a child of this process, or never started)"

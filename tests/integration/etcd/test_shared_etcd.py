@@ -35,4 +35,3 @@ def test_an_ended_shared_etcd_is_restarted_and_its_ending_reported(shared_etcd: 
         assert "killed by SIGKILL" in ending and "was still there" in ending and request.node.name in ending
     finally:
         del support.ENDINGS[before:]  # made here on purpose: not a fault of the run
-
