@@ -27,6 +27,8 @@ The one library of the labs, the test rigs and the benchmark (one job per module
 * ``_hostinit.py``    - PID 1 of a light host (mounts, hostname, sshd)
 * ``inventory.py``    - the Ansible inventory of the light lab
 * ``overlay.py``      - the real agent on every light-lab host (tests, benchmark)
+* ``playbook.py``     - ``ansible-playbook`` runs on a lab inventory: wall time, the one
+                        recap parser, a per-task profile (``callback_plugins/task_profile.py``)
 * ``machine_lab.py``  - the machine lab (``python -m lab.machine_lab``): ``machines.py``
   (systemd-nspawn), ``rootfs.py``, ``busybox_image.py``, ``cgroups.py``
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from lab.playbook import playbook_env
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / "build" / "collections"
@@ -15,15 +16,7 @@ BIN = Path(sys.executable).parent
 
 def ansible_env() -> dict[str, str]:
     """The environment of the tests' ansible runs: this checkout as the collection."""
-    return dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
-        ANSIBLE_HOST_KEY_CHECKING="False",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-    )
+    return playbook_env()
 
 
 def run_playbook(playbook: Path, extra_vars: dict[str, object], netns: str | None = None,

@@ -15,11 +15,11 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from lab import Lab
 from lab.overlay import PREFIX, Overlay
+from lab.playbook import PlaybookRun
 from lab.wait import wait_for
 from support.ansible_run import BIN, REPO, ansible_env
 
@@ -29,23 +29,8 @@ ETCD_PORT = "2379"
 SITE_TIMEOUT = 300
 
 
-@dataclass
-class Converge:
-    """One ``ansible-playbook site.yml`` run."""
-
-    proc: subprocess.CompletedProcess[str]
-    seconds: float
-
-    @property
-    def recap(self) -> dict[str, dict[str, int]]:
-        hosts: dict[str, dict[str, int]] = {}
-        for m in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", self.proc.stdout, re.M):
-            hosts[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-        return hosts
-
-    @property
-    def output(self) -> str:
-        return self.proc.stdout[-8000:] + self.proc.stderr[-3000:]
+class Converge(PlaybookRun):
+    """One ``ansible-playbook site.yml`` run (lab.playbook), with the fault tests' check."""
 
     def assert_ok(self, changed: bool | None = None) -> None:
         assert self.proc.returncode == 0, self.output

@@ -28,6 +28,7 @@ import pytest
 
 from lab.machine_lab import cannot_run
 from lab.ping_watch import sent_and_received
+from lab.playbook import recap as parse_recap
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
@@ -237,9 +238,9 @@ DOCKER_CE_DOCKERD = "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/cont
 
 
 def _recap_changed(output: str, host: str) -> int:
-    m = re.search(rf"^{re.escape(host)}\s*:.*\bchanged=(\d+)", output, re.MULTILINE)
-    assert m, output[-3000:]
-    return int(m.group(1))
+    hosts = parse_recap(output)
+    assert host in hosts, output[-3000:]
+    return hosts[host]["changed"]
 
 
 def test_the_dropin_starts_docker_ce_s_dockerd_with_docker_opts(lab: Lab) -> None:

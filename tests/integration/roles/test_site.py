@@ -32,19 +32,13 @@ import pytest
 
 from lab.machine_lab import MachineLab, cannot_run
 from lab.ping_watch import PingWatch
+from lab.playbook import recap as parse_recap
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / "build" / "collections"
 PREFIX = "oflr-"
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def _recap(output: str) -> dict[str, dict[str, int]]:
-    hosts: dict[str, dict[str, int]] = {}
-    for m in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", output, re.M):
-        hosts[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-    return hosts
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +80,7 @@ def _playbook(lab, *args: str) -> tuple[subprocess.CompletedProcess[str], float]
 
 def _converge_changes_nothing(machine_lab, label: str, *args: str) -> None:
     r, took = _playbook(machine_lab, *args)
-    recap = _recap(r.stdout)
+    recap = parse_recap(r.stdout)
     print(f"{label}: {took:.1f} s, recap {recap}")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     changed = re.findall(r"^changed: \[.*$", r.stdout, re.M)
@@ -96,14 +90,14 @@ def _converge_changes_nothing(machine_lab, label: str, *args: str) -> None:
 def test_site_yml_check_converge_idempotent_ping(machine_lab):
     # 1. check mode on fresh machines fails nothing
     r, t_check = _playbook(machine_lab, "--check")
-    recap = _recap(r.stdout)
+    recap = parse_recap(r.stdout)
     print(f"[site.yml] check mode on fresh machines: {t_check:.1f} s")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert len(recap) == 3 and all(h["failed"] == 0 and h["unreachable"] == 0 for h in recap.values()), recap
 
     # 2. first converge
     r, t_first = _playbook(machine_lab)
-    recap = _recap(r.stdout)
+    recap = parse_recap(r.stdout)
     print(f"[site.yml] first converge: {t_first:.1f} s")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert all(h["failed"] == 0 and h["changed"] > 0 for h in recap.values()), recap
@@ -116,7 +110,7 @@ def test_site_yml_check_converge_idempotent_ping(machine_lab):
 
     # 5. parts run alone by tag (no install, no configure) find what they need and change nothing
     r, t_tags = _playbook(machine_lab, "--tags", "flannel_lease,flannel_service,docker_bridge_configure")
-    recap = _recap(r.stdout)
+    recap = parse_recap(r.stdout)
     print(f"[site.yml] --tags flannel_lease,flannel_service,docker_bridge_configure: {t_tags:.1f} s, recap {recap}")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "Acquire this host's subnet lease" in r.stdout and "Create the agent's venv" not in r.stdout
@@ -135,7 +129,7 @@ def test_site_yml_check_converge_idempotent_ping(machine_lab):
     pid = m1.run(["systemctl", "show", "-p", "MainPID", "--value", "flanneld"]).stdout.strip()
     m1.run(["sh", "-c", f"echo >> {pki}/etcd-ca.pem"])
     r, t_cert = _playbook(machine_lab, "--tags", "flannel_configure,flannel_service", "--limit", f"{PREFIX}m1")
-    recap = _recap(r.stdout)
+    recap = parse_recap(r.stdout)
     print(f"[site.yml] a changed CA on one host: {t_cert:.1f} s, recap {recap}")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert re.search(r"^changed: \[oflr-m1\] => \(item=/etc/overlaynet-flannel/pki/etcd-ca.pem\)", r.stdout, re.M), \
