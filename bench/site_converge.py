@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.measure import log
 from lab.machine_lab import REPO, MachineLab, cannot_run
-from lab.playbook import PlaybookRun, merged_tasks, run_playbook
+from lab.playbook import PlaybookRun, merged_tasks, run_playbook, slowest
 
 PREFIX = "oflcv-"
 STATE = REPO / "lab" / ".machines" / "bench-converge"  # docker's data dir must not sit on overlayfs/tmpfs
@@ -108,7 +108,7 @@ def print_report(results: list[dict[str, Any]], top: int, out: Any = sys.stdout)
     largest = max(results, key=lambda r: r["machines"])
     for key in ("first_tasks", "second_tasks"):
         print(f"\nslowest tasks, {key.split('_')[0]} converge on {largest['machines']} machines (median s):", file=out)
-        for task in sorted(largest[key], key=lambda t: -float(t["seconds"]))[:top]:
+        for task in slowest(largest[key], top):
             print(f"  {float(task['seconds']):6.1f}  {task['name']}", file=out)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,8 +63,6 @@ class PlaybookRun:
         """The end of stdout and stderr, for an assertion message."""
         return self.proc.stdout[-8000:] + self.proc.stderr[-3000:]
 
-    def slowest(self, n: int = 8) -> list[dict[str, object]]:
-        return sorted(self.tasks, key=lambda t: -float(t["seconds"]))[:n]  # type: ignore[arg-type]
 
 
 def playbook_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -103,4 +102,9 @@ def merged_tasks(runs: Sequence[PlaybookRun]) -> list[dict[str, object]]:
     for run in runs:
         for task in run.tasks:
             by_name.setdefault(str(task["name"]), []).append(float(task["seconds"]))  # type: ignore[arg-type]
-    return [{"name": name, "seconds": sorted(v)[len(v) // 2]} for name, v in by_name.items()]
+    return [{"name": name, "seconds": statistics.median(v)} for name, v in by_name.items()]
+
+
+def slowest(tasks: Sequence[dict[str, object]], n: int = 8) -> list[dict[str, object]]:
+    """The *n* tasks (``{"name", "seconds"}``) that took longest, slowest first."""
+    return sorted(tasks, key=lambda t: -float(t["seconds"]))[:n]  # type: ignore[arg-type]

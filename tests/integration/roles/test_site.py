@@ -33,9 +33,9 @@ import pytest
 from lab.machine_lab import MachineLab, cannot_run
 from lab.ping_watch import PingWatch
 from lab.playbook import recap as parse_recap
+from lab.playbook import run_playbook
 
 REPO = Path(__file__).resolve().parents[3]
-COLLECTIONS = REPO / "build" / "collections"
 PREFIX = "oflr-"
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -68,14 +68,10 @@ def machine_lab(tmp_path_factory):
 
 
 def _playbook(lab, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    bindir = Path(sys.executable).parent
-    env = dict(lab["env"], ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_HOST_KEY_CHECKING="False",
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
-               PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    t0 = time.monotonic()
-    r = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(lab["inventory"]), "site.yml", *args],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-    return r, time.monotonic() - t0
+    """site.yml on the lab's machines (lab.playbook: this checkout as the collection)."""
+    lab_vars = {k: v for k, v in lab["env"].items() if k.startswith("OFL_")}
+    run = run_playbook(lab["inventory"], *args, env=lab_vars)
+    return run.proc, run.seconds
 
 
 def _converge_changes_nothing(machine_lab, label: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import site_converge
-from lab.playbook import PlaybookRun, merged_tasks, recap, run_playbook
+from lab.playbook import PlaybookRun, merged_tasks, recap, run_playbook, slowest
 
 PLAY = """---
 - name: Two timed tasks
@@ -47,7 +47,7 @@ def test_every_task_is_timed_in_run_order(runs: list[PlaybookRun]) -> None:
     assert names == ["Sleep a while", "Sleep briefly"]
     long, short = (float(t["seconds"]) for t in runs[0].tasks)  # type: ignore[arg-type]
     assert long >= 0.6 and short >= 0.1 and long > short
-    assert runs[0].slowest(1)[0]["name"] == "Sleep a while"
+    assert slowest(runs[0].tasks, 1)[0]["name"] == "Sleep a while"
 
 
 def test_without_profile_no_tasks(tmp_path: Path) -> None:
