@@ -39,16 +39,26 @@ class LeaseKeeper:
         self.renew_margin = renew_margin  # seconds
         self._scheduler = scheduler
         self._last_rewrite = -REWRITE_EVERY
-        # When the lease runs out at the latest, as far as we know (monotonic): after a
-        # (re)new, now + TTL; a reservation never does. An upper bound, so a lease deleted
-        # before it is reached was deleted on purpose.
-        self._expires_by = self._after_ttl(own)
+        # When the lease runs out, as far as we know (monotonic), as two bounds: etcd's TTL is
+        # whole seconds rounded down and a request takes time. The earliest moment sets the
+        # renewal (never late by the rounding) and says when a missing key may have expired
+        # on its own (before it, it was deleted on purpose); the latest one is what /metrics
+        # shows. After a (re)new both are now + TTL; a reservation never runs out.
+        self._expires_earliest = self._expires_by = self._after_ttl(own)
         # The first look at the TTL right away: a lease adopted from the module carries the
         # module's TTL until then, and a host that dies meanwhile would keep it that long.
         scheduler.due_at(RENEW_JOB, time.monotonic())
 
-    def _after_ttl(self, lease: Lease) -> float:
-        return math.inf if lease.is_reservation else time.monotonic() + self.ttl
+    def _after_ttl(self, lease: Lease, sent: float | None = None) -> float:
+        """When *lease*, just given our TTL by a request sent at *sent* (now if None), runs out."""
+        if lease.is_reservation:
+            return math.inf
+        return (time.monotonic() if sent is None else sent) + self.ttl
+
+    def _fresh(self, lease: Lease, sent: float) -> None:
+        """*lease* got our TTL from a request sent at *sent* and answered now."""
+        self.own = lease
+        self._expires_earliest, self._expires_by = self._after_ttl(lease, sent), self._after_ttl(lease)
 
     def expires_at(self) -> float:
         """When our lease runs out at the latest unless renewed, in unix seconds (+Inf for a
@@ -57,7 +67,7 @@ class LeaseKeeper:
 
     def _lapsed(self) -> bool:
         """True when our lease may have expired on its own (we could not renew it in time)."""
-        return time.monotonic() >= self._expires_by
+        return time.monotonic() >= self._expires_earliest
 
     def _still_ours(self) -> bool:
         """Our key, read now, holds our lease (the event that said otherwise is history)."""
@@ -74,7 +84,7 @@ class LeaseKeeper:
 
     def _take_back(self, why: str) -> None:
         """Our lease lapsed while etcd was out of reach: create the same key again, if free."""
-        subnet = self.own.subnet
+        subnet, sent = self.own.subnet, time.monotonic()
         created = self.registry.create(subnet, self.attrs, self.ttl, reservation=False)
         if created is None:
             try:
@@ -86,8 +96,7 @@ class LeaseKeeper:
                             f"{subnet} was taken{by} meanwhile; a restart takes a new subnet (docker_bridge "
                             f"moves docker0 to it on the next converge)")
         log.warning("our lease %s expired while etcd was unreachable (%s); took %s back", self.own.key, why, subnet)
-        self.own = created
-        self._expires_by = self._after_ttl(created)
+        self._fresh(created, sent)
 
     @property
     def renew_every(self) -> float:
@@ -99,7 +108,7 @@ class LeaseKeeper:
         costs etcd a look and a renewal once per TTL − margin (23 h at the defaults), as flanneld,
         not a request a minute; a change to our key in between (another TTL, a delete) comes
         through the watch, and check() looks again at once."""
-        due_in = self._expires_by - self.renew_margin - time.monotonic()
+        due_in = self._expires_earliest - self.renew_margin - time.monotonic()
         return min(max(due_in, self.renew_every), LONGEST_SLEEP)
 
     def check(self, lease: Lease | None, how: str) -> None:
@@ -155,11 +164,14 @@ class LeaseKeeper:
         once: a host that dies goes within our --subnet-lease-ttl. A shorter one is kept."""
         if self.own.is_reservation:
             return
-        checked_at = time.monotonic()
+        sent = time.monotonic()
         remaining, granted = self.registry.lifetime(self.own)
-        if remaining >= self.renew_margin and granted <= self.ttl:
-            self._expires_by = checked_at + max(remaining, 0) + 1  # etcd rounds the TTL down
+        # At the look timed by next_look() etcd answers the margin itself (the TTL rounded
+        # down): that is when to renew, not one more look later.
+        if remaining > self.renew_margin and granted <= self.ttl:
+            # etcd rounds the TTL down, at some moment between our sending and its answer
+            self._expires_earliest, self._expires_by = sent + remaining, time.monotonic() + remaining + 1
             return
-        self.own = self.registry.renew(self.own, ttl=self.ttl)
-        self._expires_by = self._after_ttl(self.own)
+        sent = time.monotonic()
+        self._fresh(self.registry.renew(self.own, ttl=self.ttl), sent)
         log.info("renewed lease %s for %ds (%ds of %ds were left)", self.own.key, self.ttl, remaining, granted)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.lease_keeper import RENEW_JOB, LeaseKeeper
+import pytest
+
+from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.lease_keeper import (
+    RENEW_JOB,
+    LeaseKeeper,
+    LeaseLost,
+)
 from ansible_collections.overlaynet.flannel.plugins.module_utils.agent.scheduler import Scheduler
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.connection import EtcdConnection, EtcdSettings
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.registry import LeaseRegistry
@@ -63,4 +69,55 @@ def test_our_key_put_with_another_ttl_is_looked_at_at_once(etcd_server, etcd_pre
     scheduler.run_due()  # the look renews it onto our TTL
     assert keeper.registry.lifetime(keeper.own)[1] == 240
     assert etcd_server.lease_of(key) == keeper.own.etcd_lease_id
+    keeper.registry.conn.close()
+
+
+class WatchedRegistry(LeaseRegistry):
+    """The real registry, recording when the keeper asked etcd for its TTL and what it got: the
+    test needs the moment etcd's rounded-down answer says the lease may run out."""
+
+    looks: list[tuple[float, int]]
+
+    def lifetime(self, lease):
+        sent = time.monotonic()
+        remaining, granted = super().lifetime(lease)
+        self.looks.append((sent, remaining))
+        return remaining, granted
+
+
+def watched_keeper(server, prefix: str, ttl: int, margin: int) -> tuple[LeaseKeeper, WatchedRegistry]:
+    keeper = keeper_on(server, prefix, ttl, margin)[0]
+    registry = WatchedRegistry(keeper.registry.conn, prefix)
+    registry.looks = []
+    keeper.registry = registry
+    return keeper, registry
+
+
+def test_a_lease_gone_when_etcd_s_rounded_ttl_ran_out_is_taken_back(etcd_server, etcd_prefix):
+    """etcd answers a TTL rounded down to whole seconds, so the lease may run out up to a
+    second before 'answer + TTL + 1'. Gone in that second, it expired on its own (a renewal
+    that came late), not by an operator's hand: the keeper takes the same subnet back
+    instead of exiting (it did exit: it judged by the latest moment; CI's renew bench lost
+    keepers so)."""
+    keeper, registry = watched_keeper(etcd_server, etcd_prefix, ttl=5, margin=1)
+    subnet = keeper.own.subnet
+    keeper.renew()  # the first look: 4 of 5 s left, nothing to renew yet
+    sent, remaining = registry.looks[-1]
+    assert remaining >= 1
+    time.sleep(max(0.0, sent + remaining + 0.02 - time.monotonic()))
+    # as etcd's own expiry would: the lease and its key go
+    etcd_server.etcdctl("lease", "revoke", format(keeper.own.etcd_lease_id, "x"))
+    keeper.renew()
+    assert keeper.own.subnet == subnet
+    assert etcd_server.lease_of(f"{etcd_prefix}/subnets/{keeper.own.key}") > 0
+    keeper.registry.conn.close()
+
+
+def test_a_lease_deleted_long_before_it_could_run_out_is_lost(etcd_server, etcd_prefix):
+    keeper, _registry = watched_keeper(etcd_server, etcd_prefix, ttl=30, margin=5)
+    keeper.renew()
+    etcd_server.etcdctl("lease", "revoke", format(keeper.own.etcd_lease_id, "x"))
+    with pytest.raises(LeaseLost):
+        keeper.renew()
+    assert etcd_server.lease_of(f"{etcd_prefix}/subnets/{keeper.own.key}") == -1
     keeper.registry.conn.close()

@@ -46,8 +46,16 @@ def test_every_task_is_timed_in_run_order(runs: list[PlaybookRun]) -> None:
     names = [t["name"] for t in runs[0].tasks]
     assert names == ["Sleep a while", "Sleep briefly"]
     long, short = (float(t["seconds"]) for t in runs[0].tasks)  # type: ignore[arg-type]
-    assert long >= 0.6 and short >= 0.1 and long > short
-    assert slowest(runs[0].tasks, 1)[0]["name"] == "Sleep a while"
+    # Lower bounds and the wall time only: on a loaded 2-core box Ansible's own overhead of
+    # one task can exceed the other's sleep (CI saw 1.04 s against 1.44 s), so no order.
+    assert long >= 0.6 and short >= 0.1
+    assert long + short <= runs[0].seconds
+    assert slowest(runs[0].tasks, 1) == [max(runs[0].tasks, key=lambda t: float(t["seconds"]))]  # type: ignore[arg-type]
+
+
+def test_slowest_sorts_by_seconds() -> None:
+    tasks = [{"name": "a", "seconds": 0.2}, {"name": "b", "seconds": 1.5}, {"name": "c", "seconds": 0.9}]
+    assert [t["name"] for t in slowest(tasks, 2)] == ["b", "c"]
 
 
 def test_without_profile_no_tasks(tmp_path: Path) -> None:
