@@ -17,7 +17,8 @@ APT_PACKAGES := etcd-server etcd-client iproute2 iptables openssh-server openssh
 
 help:
 	@echo "make test      install test dependencies and run every test (CI runs this)"
-	@echo "make demo      lab machines + site.yml + container ping matrix (BACKEND=vxlan|host-gw|udp|wireguard)"
+	@echo "make demo      lab machines + site.yml + container ping matrix (BACKEND=vxlan|host-gw|udp|wireguard,"
+	@echo "               RELEASE=bookworm|trixie|bookworm,trixie: the machines' Debian, a list taken in turn)"
 	@echo "make docs      the HTML docs site (modules, roles, guides) into build/docs/html"
 	@echo "make lab-up    light lab hosts (HOSTS=3 ETCD_MEMBERS=1); make lab-down removes everything"
 
@@ -112,8 +113,10 @@ $(COLLECTION_LINK):
 
 # The main job: 3 nspawn machines with docker and a 3-member etcd (mutual TLS and etcd auth: the
 # inventory carries the certificate paths and the password's file), site.yml, ping matrix.
+RELEASE ?= bookworm
+
 demo: deps $(COLLECTION_LINK)
-	$(BIN)/python -m lab.machine_lab up --machines 3 --etcd-members 3
+	$(BIN)/python -m lab.machine_lab up --machines 3 --etcd-members 3 --release $(RELEASE)
 	ANSIBLE_COLLECTIONS_PATH=build/collections $(BIN)/ansible-playbook -i lab/inventory.yml site.yml \
 		$(if $(BACKEND),-e '{"flannel_backend": {"type": "$(BACKEND)"}}')
 	$(BIN)/python -m lab.machine_lab ping-matrix

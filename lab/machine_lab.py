@@ -1,6 +1,7 @@
 """The machine lab: systemd-nspawn machines with docker, plus etcd, all in namespaces.
 
-    python -m lab.machine_lab up [--machines 3] [--etcd-members 3] [--insecure]
+    python -m lab.machine_lab up [--machines 3] [--etcd-members 3] [--release bookworm|trixie|bookworm,trixie]
+                                 [--insecure]
     python -m lab.machine_lab ping-matrix
     python -m lab.machine_lab etcdctl get --prefix /coreos.com/network
     python -m lab.machine_lab stop-etcd N / start-etcd N
@@ -18,8 +19,10 @@ Layout (namespace prefix ``oflm-`` by default, so it never clashes with the ligh
   a role ``flannel`` with readwrite on the prefix only, a user ``flannel``; passwords in
   ``<state dir>/secrets/*.password``, mode 0600). ``up --insecure``: plain http, no auth.
 * ``oflm-m<i>``: machine ``m<i>`` (``lab.machines.Machine``, booted from the cached
-  rootfs) at 192.168.81.(10+i), default route on eth0 (no gateway: nothing leaves the
-  underlay). The busybox image ``ofl-busybox`` is imported into its docker.
+  rootfs of its Debian release: ``--release``, one for all machines or a comma list the
+  machines take in turn, e.g. ``bookworm,trixie`` for a mixed cluster) at
+  192.168.81.(10+i), default route on eth0 (no gateway: nothing leaves the underlay).
+  The busybox image ``ofl-busybox`` is imported into its docker.
 * the inventory (default ``lab/inventory.yml``), group ``flannel_hosts``, reached with
   ``ProxyCommand ip netns exec oflm-m<i> nc 127.0.0.1 22``. It carries the controller
   paths of the CA, client certificate and key (``flannel_etcd_{ca,cert,key}_src``: the
@@ -59,8 +62,21 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = Path(os.environ.get("OFL_MACHINE_LAB_STATE", REPO / "lab" / ".machines"))
 DEFAULT_INVENTORY = Path(os.environ.get("OFL_MACHINE_LAB_INVENTORY", REPO / "lab" / "inventory.yml"))
 DEFAULT_PREFIX = os.environ.get("OFL_MACHINE_LAB_PREFIX", "oflm-")
+DEFAULT_RELEASES = os.environ.get("OFL_MACHINE_LAB_RELEASE", rootfs.DEFAULT_RELEASE)
 SUBNET = "192.168.81.0/24"
 INVENTORY_MARK = "# overlaynet.flannel machine lab"
+
+
+def parse_releases(releases: Sequence[str] | str) -> list[str]:
+    """Release names from a comma list or a sequence, each one known (a clear error names
+    the known ones)."""
+    names = [n.strip() for n in (releases.split(",") if isinstance(releases, str) else releases) if n.strip()]
+    if not names:
+        raise LabError(f"no Debian release given; known: {', '.join(rootfs.RELEASES)}")
+    for name in names:
+        if name not in rootfs.RELEASES:
+            raise LabError(f"unknown Debian release {name!r} for the lab machines; known: {', '.join(rootfs.RELEASES)}")
+    return names
 
 
 def cannot_run(*extra_tools: str) -> str | None:
@@ -145,14 +161,18 @@ class MachineLab:
 
     # ------------------------------------------------------------------------- up
 
-    def up(self, machines: int = 3, etcd_members: int = 3, timeout: float = 120, secure: bool = True) -> None:
+    def up(self, machines: int = 3, etcd_members: int = 3, timeout: float = 120, secure: bool = True,
+           releases: Sequence[str] | str = DEFAULT_RELEASES) -> None:
+        """*releases*: the Debian release of every machine, or several (a sequence or a comma
+        list) that machine 1, 2, ... take in turn."""
+        names = parse_releases(releases)
         with self.lock():
             if self.state.get("namespaces") or netns.with_prefix(self.prefix):
                 raise LabError(f"a machine lab with prefix {self.prefix} exists already "
                                f"(state {self.state_file}); run `python -m lab.machine_lab down` first")
             t0 = time.monotonic()
             try:
-                self._up(machines, etcd_members, timeout, secure)
+                self._up(machines, etcd_members, timeout, secure, names)
             except BaseException:
                 log("up failed; removing what was created")
                 with contextlib.suppress(Exception):
@@ -160,12 +180,13 @@ class MachineLab:
                 raise
             log(f"lab up in {time.monotonic() - t0:.1f} s; inventory {self.inventory}")
 
-    def _up(self, n_machines: int, n_etcd: int, timeout: float, secure: bool) -> None:
+    def _up(self, n_machines: int, n_etcd: int, timeout: float, secure: bool, releases: Sequence[str]) -> None:
         if n_etcd not in (1, 3, 5):
             raise LabError("--etcd-members must be 1, 3 or 5")
         if not 0 <= n_machines <= 20:
             raise LabError("--machines must be between 0 (etcd only) and 20")
-        cache = rootfs.ensure_rootfs() if n_machines else Path()
+        wanted = [releases[i % len(releases)] for i in range(n_machines)]
+        caches = {name: rootfs.ensure_rootfs(release=name) for name in dict.fromkeys(wanted)}
         tarball = busybox_image.ensure_tarball() if n_machines else None
         self.state = {"prefix": self.prefix, "lab_id": secrets.token_hex(3), "namespaces": [],
                       "etcd": [], "machines": [], "inventory": str(self.inventory)}
@@ -176,7 +197,7 @@ class MachineLab:
             self.state_dir, [self.address(1 + i) for i in range(1, n_etcd + 1)], tls=secure, auth=secure)
         self.save()
         self._start_etcd(n_etcd)
-        boxes = self._boot_machines(n_machines, cache, pub)  # they boot in parallel
+        boxes = self._boot_machines([(name, caches[name]) for name in wanted], pub)  # they boot in parallel
         self.etcd_cluster().wait_healthy(timeout=30)
         self._enable_auth()
         self._wait_machines(boxes, timeout)
@@ -224,17 +245,18 @@ class MachineLab:
             m["process"] = cluster.start_member(member)
             self.save()
 
-    def _boot_machines(self, n_machines: int, cache: Path, pub: str) -> list[Machine]:
-        """Namespace, underlay link and boot of every machine; returns once each has a PID 1."""
+    def _boot_machines(self, rootfses: Sequence[tuple[str, Path]], pub: str) -> list[Machine]:
+        """Namespace, underlay link and boot of every machine, one per (release, its rootfs
+        cache); returns once each has a PID 1."""
         mdir = self.state_dir / "machines"
         boxes: list[Machine] = []
-        for i in range(1, n_machines + 1):
+        for i, (release, cache) in enumerate(rootfses, start=1):
             name = self.machine_name(i)
             ns = f"{self.prefix}m{i}"
             addr = self.address(10 + i)
             self.add_ns(ns)
             self.attach(ns, name, addr, default_route=True)
-            self.state["machines"].append({"name": name, "ns": ns, "address": addr})
+            self.state["machines"].append({"name": name, "ns": ns, "address": addr, "release": release})
             self.save()
             box = Machine(name, ns, cache, mdir, pub, hostname=name)
             box.boot()
@@ -390,7 +412,7 @@ class MachineLab:
             "etcd_security": sorted(self.state.get("security") or {}) or ["plain http"],
             "etcd": [{"name": m["name"], "address": m["address"], "alive": procs.alive(m.get("process"))}
                      for m in self.state.get("etcd", [])],
-            "machines": [{"name": mm["name"], "address": mm["address"],
+            "machines": [{"name": mm["name"], "address": mm["address"], "release": mm.get("release"),
                           "running": self.machine(mm["name"]).is_running()}
                          for mm in self.state.get("machines", [])],
         }
@@ -406,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--machines", type=int, default=3)
     up.add_argument("--etcd-members", type=int, default=3)
     up.add_argument("--timeout", type=float, default=120)
+    up.add_argument("--release", default=DEFAULT_RELEASES,
+                    help=f"Debian release of the machines ({', '.join(rootfs.RELEASES)}), or a comma list the "
+                         f"machines take in turn (default: {DEFAULT_RELEASES}; $OFL_MACHINE_LAB_RELEASE)")
     up.add_argument("--insecure", action="store_true",
                     help="etcd over plain http without auth (default: mutual TLS and etcd auth)")
     sub.add_parser("down", help="remove everything the lab created")
@@ -426,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(lab: MachineLab, args: argparse.Namespace) -> int:
     if args.cmd == "up":
-        lab.up(args.machines, args.etcd_members, args.timeout, secure=not args.insecure)
+        lab.up(args.machines, args.etcd_members, args.timeout, secure=not args.insecure, releases=args.release)
         print(f"inventory: {lab.inventory}")
     elif args.cmd == "down":
         lab.down()

@@ -1,10 +1,12 @@
 """The cached Debian rootfs that lab machines boot from (DESIGN §6 "Machines").
 
-One rootfs is built with debootstrap in the root namespace (where the package
-registries are reachable), customised for fast container boots and cached under
+One rootfs per Debian release (``RELEASES``: bookworm, the default, and trixie) is
+built with debootstrap in the root namespace (where the package registries are
+reachable), customised for fast container boots and cached under
 ``/var/cache/overlaynet-lab/rootfs-<key>``. ``<key>`` is a hash of everything that
-shapes the result (suite, apt packages, Python packages, customisation version), so a
-change in any of them builds a new cache next to the old one. Machines use the cache
+shapes the result (release, its Python, apt packages, Python packages, customisation
+version), so each release has its own cache and a change in any of them builds a new
+cache next to the old one. Machines use the cache
 read-only as the lower layer of an overlayfs and never write into it.
 
 The build happens in a temporary directory beside the cache and is renamed into place
@@ -13,7 +15,8 @@ succeeded: a failed or interrupted build leaves no half cache behind.
 
 What is in the rootfs besides the packages:
 
-* ``/opt/overlaynet-wheels``: manylinux cp311 wheels of ``python3-etcd3``,
+* ``/opt/overlaynet-wheels``: manylinux wheels for the release's python3 (cp311 on
+  bookworm, cp313 on trixie) of ``python3-etcd3``,
   ``pyroute2``, ``netaddr`` and their dependencies, so a machine (which has no route
   out) can ``pip install --no-index --find-links /opt/overlaynet-wheels ...``.
 * sshd: keys only, ed25519 host key only (generated per machine at boot, see
@@ -28,10 +31,11 @@ Python API::
 
     from lab import rootfs
     path = rootfs.ensure_rootfs()          # build once, then reuse (returns the dir)
+    rootfs.ensure_rootfs(release="trixie") # the same for Debian 13
     rootfs.rootfs_path()                   # where the current key's cache lives
     rootfs.prune()                         # drop caches of other keys not in use
 
-Command line: ``python -m lab.rootfs [--rebuild] [--prune] [--mirror URL]``.
+Command line: ``python -m lab.rootfs [--release R] [--rebuild] [--prune] [--mirror URL]``.
 """
 
 from __future__ import annotations
@@ -49,15 +53,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Bump when the customisation below changes in a way that must rebuild caches.
 SCRIPT_VERSION = 1
 
 CACHE_DIR = Path(os.environ.get("OVERLAYNET_LAB_CACHE", "/var/cache/overlaynet-lab"))
-SUITE = "bookworm"
-#: Debian bookworm's python3 is 3.11; the wheels are fetched for it.
-MACHINE_PYTHON = ("3.11", "cp311")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release the machines can run: its suite and its python3, which the wheels
+    are fetched for."""
+
+    suite: str
+    version: str  # Debian's number, as ansible_distribution_major_version says it
+    python: tuple[str, str]  # (python3's version, its wheel ABI tag)
+    packages: tuple[str, ...] = ()  # besides APT_PACKAGES: what this release split out
+
+
+RELEASES: dict[str, Release] = {
+    "bookworm": Release("bookworm", "12", ("3.11", "cp311")),
+    # trixie's docker.io has the client in docker-cli, only recommended (debootstrap skips that)
+    "trixie": Release("trixie", "13", ("3.13", "cp313"), packages=("docker-cli",)),
+}
+DEFAULT_RELEASE = "bookworm"
 
 APT_PACKAGES: tuple[str, ...] = (
     "systemd",
@@ -107,6 +128,7 @@ MASKED_UNITS: tuple[str, ...] = (
     "man-db.timer",
     "systemd-networkd-wait-online.service",
     "systemd-pstore.service",
+    "systemd-modules-load.service",  # no module loading in a container (trixie's fails: degraded)
     "systemd-timesyncd.service",
     "console-getty.service",
     "getty@tty1.service",
@@ -235,7 +257,7 @@ def _apt_sources(apt_dir: Path) -> list[tuple[str, list[str], list[str]]]:
     return found
 
 
-def debian_mirror(suite: str = SUITE, apt_dir: Path = Path("/etc/apt")) -> str:
+def debian_mirror(suite: str = DEFAULT_RELEASE, apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror this machine's apt uses (``$OVERLAYNET_LAB_MIRROR`` wins).
 
     Prefers a source that carries ``suite`` itself; else any source of Debian's main
@@ -261,18 +283,29 @@ def debian_mirror(suite: str = SUITE, apt_dir: Path = Path("/etc/apt")) -> str:
 # ----------------------------------------------------------------------------- keys
 
 
+def release_of(name: str) -> Release:
+    """The release called *name*; a clear error naming the known ones for anything else."""
+    try:
+        return RELEASES[name]
+    except KeyError:
+        raise RootfsError(f"unknown Debian release {name!r} for the lab machines; "
+                          f"known: {', '.join(RELEASES)}") from None
+
+
 def cache_key(
     packages: Sequence[str] = APT_PACKAGES,
     python_packages: Sequence[str] = PYTHON_PACKAGES,
-    suite: str = SUITE,
+    release: str = DEFAULT_RELEASE,
 ) -> str:
-    """A short hash of everything that shapes the rootfs."""
+    """A short hash of everything that shapes the rootfs (bookworm's as before releases were
+    a choice: its cache stays valid)."""
+    rel = release_of(release)
     blob = json.dumps(
         {
-            "suite": suite,
-            "packages": sorted(packages),
+            "suite": rel.suite,
+            "packages": sorted((*packages, *rel.packages)),
             "python": sorted(python_packages),
-            "python_target": MACHINE_PYTHON,
+            "python_target": rel.python,
             "script": SCRIPT_VERSION,
             "masked": sorted(MASKED_UNITS),
             "sshd": SSHD_DROPIN,
@@ -284,8 +317,8 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def rootfs_path(cache_dir: Path = CACHE_DIR, key: str | None = None) -> Path:
-    return Path(cache_dir) / f"rootfs-{key or cache_key()}"
+def rootfs_path(cache_dir: Path = CACHE_DIR, key: str | None = None, release: str = DEFAULT_RELEASE) -> Path:
+    return Path(cache_dir) / f"rootfs-{key or cache_key(release=release)}"
 
 
 def is_complete(path: Path) -> bool:
@@ -383,13 +416,13 @@ def _run(argv: Sequence[str], *, log: Log, what: str, timeout: float, env: dict 
     return r.stdout
 
 
-def _debootstrap(target: Path, mirror: str, packages: Sequence[str], log: Log) -> None:
+def _debootstrap(target: Path, mirror: str, packages: Sequence[str], suite: str, log: Log) -> None:
     _run(
         [
             "debootstrap",
             "--variant=minbase",
             "--include=" + ",".join(packages),
-            SUITE,
+            suite,
             str(target),
             mirror,
         ],
@@ -399,9 +432,9 @@ def _debootstrap(target: Path, mirror: str, packages: Sequence[str], log: Log) -
     )
 
 
-def _pip_download(dest: Path, python_packages: Sequence[str], log: Log) -> list[str]:
+def _pip_download(dest: Path, python_packages: Sequence[str], python: tuple[str, str], log: Log) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
-    version, abi = MACHINE_PYTHON
+    version, abi = python
     argv = [
         sys.executable, "-m", "pip", "download",
         "--only-binary=:all:",
@@ -565,23 +598,25 @@ def build_rootfs(
     mirror: str | None = None,
     packages: Sequence[str] = APT_PACKAGES,
     python_packages: Sequence[str] = PYTHON_PACKAGES,
+    release: str = DEFAULT_RELEASE,
     log: Log = _stderr_log,
 ) -> dict:
-    """Build a rootfs into ``target`` (which must not exist). Returns the manifest.
+    """Build a rootfs of *release* into ``target`` (which must not exist). Returns the manifest.
 
     Low level: no caching, no atomic rename (``ensure_rootfs`` adds those).
     """
     target = Path(target)
+    rel = release_of(release)
     if target.exists():
         raise RootfsError(f"{target} exists already")
-    mirror = mirror or debian_mirror()
+    mirror = mirror or debian_mirror(rel.suite)
     t0 = time.monotonic()
     # wheels first: a bad Python package list fails in seconds, not after debootstrap
     wheel_tmp = target.parent / f"{target.name}.wheels"
     try:
-        wheels = _pip_download(wheel_tmp, python_packages, log)
+        wheels = _pip_download(wheel_tmp, python_packages, rel.python, log)
         t1 = time.monotonic()
-        _debootstrap(target, mirror, packages, log)
+        _debootstrap(target, mirror, (*packages, *rel.packages), rel.suite, log)
         t_deb = time.monotonic() - t1
         wheel_dir = target / WHEEL_DIR.lstrip("/")
         wheel_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -593,10 +628,11 @@ def build_rootfs(
     _customise(target, log)
     _verify_wheels(target, python_packages, log)
     info = {
-        "key": cache_key(packages, python_packages),
-        "suite": SUITE,
+        "key": cache_key(packages, python_packages, release),
+        "suite": rel.suite,
+        "release": release,
         "mirror": mirror,
-        "packages": list(packages),
+        "packages": [*packages, *rel.packages],
         "python_packages": list(python_packages),
         "wheel_dir": WHEEL_DIR,
         "wheels": wheels,
@@ -620,16 +656,17 @@ def ensure_rootfs(
     mirror: str | None = None,
     packages: Sequence[str] = APT_PACKAGES,
     python_packages: Sequence[str] = PYTHON_PACKAGES,
+    release: str = DEFAULT_RELEASE,
     rebuild: bool = False,
     log: Log = _stderr_log,
 ) -> Path:
-    """Return the cached rootfs for the current key, building it first if needed.
+    """Return the cached rootfs of *release* for the current key, building it first if needed.
 
     Concurrent callers serialise on a lock file; the build goes to a temporary
     directory that is renamed into place only on success.
     """
     cache_dir = Path(cache_dir)
-    key = cache_key(packages, python_packages)
+    key = cache_key(packages, python_packages, release)
     final = rootfs_path(cache_dir, key)
     if is_complete(final) and not rebuild:
         return final
@@ -643,7 +680,8 @@ def ensure_rootfs(
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_dir))
         try:
             tmp.rmdir()  # debootstrap wants to create it
-            build_rootfs(tmp, mirror=mirror, packages=packages, python_packages=python_packages, log=log)
+            build_rootfs(tmp, mirror=mirror, packages=packages, python_packages=python_packages, release=release,
+                         log=log)
             os.chmod(tmp, 0o755)
             if final.exists():
                 old = cache_dir / f".old-{key}-{os.getpid()}"
@@ -672,15 +710,16 @@ def in_use_lowerdirs() -> set[str]:
     return used
 
 
-def prune(cache_dir: Path = CACHE_DIR, keep: str | None = None, log: Log = _stderr_log) -> list[Path]:
-    """Remove cached rootfs of other keys that no mounted overlay uses."""
+def prune(cache_dir: Path = CACHE_DIR, log: Log = _stderr_log) -> list[Path]:
+    """Remove cached rootfs that no mounted overlay uses and that are not the current key of
+    a release (every release's cache is kept)."""
     cache_dir = Path(cache_dir)
-    keep_path = rootfs_path(cache_dir, keep)
+    keep = {rootfs_path(cache_dir, release=name) for name in RELEASES}
     used = in_use_lowerdirs()
     removed = []
     with _lock(cache_dir):
         for p in sorted(cache_dir.glob("rootfs-*")):
-            if p == keep_path or str(p) in used:
+            if p in keep or str(p) in used:
                 continue
             log(f"removing old rootfs cache {p}")
             remove_tree(p)
@@ -692,15 +731,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.rootfs", description=__doc__.split("\n")[0])
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--mirror", help="Debian mirror (default: the one apt uses)")
+    ap.add_argument("--release", choices=sorted(RELEASES), default=DEFAULT_RELEASE,
+                    help=f"Debian release of the rootfs (default: {DEFAULT_RELEASE})")
     ap.add_argument("--rebuild", action="store_true", help="build even if the cache exists")
     ap.add_argument("--prune", action="store_true", help="remove caches of other keys")
     ap.add_argument("--path", action="store_true", help="only print the cache path")
     args = ap.parse_args(argv)
     if args.path:
-        print(rootfs_path(args.cache_dir))
+        print(rootfs_path(args.cache_dir, release=args.release))
         return 0
     try:
-        path = ensure_rootfs(args.cache_dir, mirror=args.mirror, rebuild=args.rebuild)
+        path = ensure_rootfs(args.cache_dir, mirror=args.mirror, release=args.release, rebuild=args.rebuild)
         if args.prune:
             prune(args.cache_dir)
     except RootfsError as e:
