@@ -8,10 +8,16 @@ into etcd, one agent in its own namespace, and what the kernel of that namespace
 Peer i (from 1) holds subnet 10.<i // 256>.<i % 256>.0/24, PublicIP 172.20.<1 + i // 250>.<1 + i % 250>
 (on the underlay /16, so host-gw can route via it; nothing is ever sent there) and VtepMAC
 02:00:<i as 4 bytes>.
+
+What "programmed" means per backend: vxlan, the peer's route + neighbour + FDB entry;
+host-gw, its route; udp, its entry in the forwarder's peer table (the kernel holds one
+route for the whole network via flannel0), read from the table the backend saves on every
+change (``udp-peers.json`` beside the subnet file).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -129,7 +135,11 @@ class ScaleLab:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    # ---- the kernel ---------------------------------------------------------------------
+    # ---- the kernel (and the udp forwarder's table) ----------------------------------------
+
+    @property
+    def udp_table_file(self) -> Path:
+        return self.rig.tmp / "udp-peers.json"  # bringup: the state dir is the subnet file's
 
     def device_index(self) -> int | None:
         if self.backend != "vxlan" or not netns.link_exists(self.ns, "flannel.1"):
@@ -138,6 +148,10 @@ class ScaleLab:
 
     def programmed(self, numbers: range) -> tuple[int, int]:
         """(how many of these peers are fully programmed, how many have anything left)."""
+        if self.backend == "udp":
+            table = udp_table(self.udp_table_file)
+            count = sum(peer(i, self.backend)[0] in table for i in numbers)
+            return count, count
         routes = self.rt.routes()
         index = self.device_index()
         neighbours = self.rt.neighbours(index) if index is not None else {}
@@ -151,6 +165,45 @@ class ScaleLab:
             full += all(have)
             left += any(have)
         return full, left
+
+
+def udp_table(path: Path) -> set[str]:
+    """The subnets in the udp backend's saved peer table (empty while there is none)."""
+    try:
+        peers = json.loads(path.read_text())["peers"].values()
+    except (OSError, ValueError, KeyError):
+        return set()
+    return {f"{ipaddress.IPv4Address(network)}/{prefixlen}" for network, prefixlen, *_rest in peers}
+
+
+class TableWatch:
+    """When each subnet entered the udp backend's peer table, by destination: the table file
+    is rewritten (atomically, a new inode) on every change; polled every millisecond."""
+
+    def __init__(self, path: Path) -> None:
+        self.seen: dict[str, float] = {}
+        self._path = path
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        last: tuple[int, int] | None = None
+        while not self._stop:
+            try:
+                st = os.stat(self._path)
+            except OSError:
+                st = None
+            now = time.monotonic()
+            if st is not None and (st.st_ino, st.st_mtime_ns) != last:
+                last = (st.st_ino, st.st_mtime_ns)
+                for subnet in udp_table(self._path):
+                    self.seen.setdefault(subnet, now)
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
 
 
 class RouteWatch:

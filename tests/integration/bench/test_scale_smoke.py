@@ -20,7 +20,7 @@ pytestmark = [
 PEERS = 100
 
 
-@pytest.mark.parametrize("backend", ["vxlan", "host-gw"])
+@pytest.mark.parametrize("backend", ["vxlan", "host-gw", "udp"])
 def test_every_figure_is_measured_and_meets_its_target_at_100_peers(backend):
     lab = ScaleLab(f"oflz-{os.getpid()}-", backend)
     run: dict[str, float] = {}
@@ -32,4 +32,5 @@ def test_every_figure_is_measured_and_meets_its_target_at_100_peers(backend):
     # The ratio to `ip -batch` is dominated by the agent's start-up at this size: info here.
     failed = [line for line in lines if "FAIL" in line and "reference" not in line]
     assert failed == [], "\n".join(lines)
-    assert set(run) >= {"start_s", "ref_s", "rss_mb", "cpu_pct", "repair_s", "delete_s", "add_p99_ms"}
+    assert set(run) >= {"start_s", "rss_mb", "cpu_pct", "repair_s", "delete_s", "add_p99_ms"}
+    assert ("ref_s" in run) == (backend != "udp")  # udp's peers are no kernel objects
