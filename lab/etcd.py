@@ -118,6 +118,24 @@ class EtcdCtl:
         """stdout of ``etcdctl args...``; a failure raises :class:`LabError`."""
         return self.run(*args).stdout
 
+    def etcdctl_v2(self, *args: str, timeout: float = 30.0) -> str:
+        """``ETCDCTL_API=2 etcdctl args...`` (``set KEY VALUE [--ttl N]``, ``ls``, ``get``): the
+        classic set-up's etcd v2 API; the member must serve it (``enable_v2``). Its own
+        flags (v2 etcdctl has no dial or command timeout); no auth (v2 auth is v2's own)."""
+        argv = [ETCDCTL, f"--endpoints={','.join(self.ctl_endpoints())}"]
+        how = self.ctl_tls()
+        if how is not None:
+            argv.append(f"--ca-file={how.pki.ca}")
+            if how.client_cert_auth:
+                argv += [f"--cert-file={how.pki.client_cert}", f"--key-file={how.pki.client_key}"]
+        argv += list(args)
+        ns = self.ctl_netns()
+        proc = subprocess.run(exec_argv(ns, argv) if ns else argv, capture_output=True, text=True, check=False,
+                              env=dict(procs.CLEAN_ENV, ETCDCTL_API="2"), timeout=timeout)
+        if proc.returncode != 0:
+            raise LabError(f"etcdctl (v2) {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
     def healthy(self, timeout: float = 1.0) -> tuple[bool, str]:
         """``endpoint health`` of every endpoint: (all healthy, what etcdctl said)."""
         proc = self.run("endpoint", "health", check=False, dial=timeout, command=timeout, timeout=timeout + 30)
@@ -174,6 +192,7 @@ class Member(EtcdCtl):
     auth_token_ttl: int | None = None  # etcd's --auth-token-ttl (seconds; etcd's default 300)
     # peers over https with self-signed certificates (--peer-auto-tls): no plain http at all
     peer_tls: bool = False
+    enable_v2: bool = False  # also serve the v2 API (/v2/keys): a cluster set up the classic way
 
     @property
     def scheme(self) -> str:
@@ -219,6 +238,8 @@ class Member(EtcdCtl):
             argv += ["--auth-token-ttl", str(self.auth_token_ttl)]
         if self.peer_tls:
             argv.append("--peer-auto-tls")
+        if self.enable_v2:
+            argv.append("--enable-v2")
         if self.tls:
             argv += ["--cert-file", str(self.tls.pki.cert), "--key-file", str(self.tls.pki.key)]
             if self.tls.client_cert_auth:
@@ -277,14 +298,15 @@ class Cluster(EtcdCtl):
 
     @classmethod
     def loopback(cls, tls_mode: str = "plain", log_level: str = "error",
-                 auth_token_ttl: int | None = None) -> Cluster:
+                 auth_token_ttl: int | None = None, enable_v2: bool = False) -> Cluster:
         """One member on 127.0.0.1 (free ports), in a temporary directory. *tls_mode*:
         ``plain``, ``tls`` (https) or ``mtls`` (https, client certificates required).
-        Auth is enabled afterwards, on the running cluster: :meth:`set_up_auth`."""
+        Auth is enabled afterwards, on the running cluster: :meth:`set_up_auth`.
+        *enable_v2*: the v2 API too (:meth:`etcdctl_v2`)."""
         base = Path(tempfile.mkdtemp(prefix="oflt-etcd-"))
         how = _tls(base, tls_mode, [LOOPBACK])
         one = member("t", LOOPBACK, base, client_port=free_port(), peer_port=free_port(), tls=how,
-                     auth_token_ttl=auth_token_ttl)
+                     auth_token_ttl=auth_token_ttl, enable_v2=enable_v2)
         return cls([one], log_level=log_level, owned_dir=base)
 
     @classmethod

@@ -17,6 +17,9 @@ description:
     new range is refused unless O(force=true).
   - The Backend section is always written explicitly (C(vxlan) unless told otherwise), because flannel
     reads a missing Backend as C(udp).
+  - With O(import_v2=true) the config and the leases of a cluster set up the classic way (flannel up to v0.17,
+    C(etcdctl set), the etcd v2 API) are copied from the v2 keyspace into v3, each lease with its subnet, so
+    every host keeps its subnet when it is taken over.
 options:
   state:
     description:
@@ -28,7 +31,7 @@ options:
   network:
     description:
       - The cluster network (IPv4 CIDR) from which every host leases a subnet, for example V(10.5.0.0/16).
-      - Required when O(state=present). A network longer than /28 is too small.
+      - Required when O(state=present), unless O(import_v2=true). A network longer than /28 is too small.
     type: str
   subnet_len:
     description:
@@ -87,6 +90,18 @@ options:
           - wireguard only; upstream's C(Mode). V(ipv6) and IPv6 networks are not supported yet.
         type: str
         choices: [separate, auto, ipv4, ipv6]
+  import_v2:
+    description:
+      - Take the config from C(<etcd_prefix>/config) in etcd's v2 keyspace (read over the v2 HTTP API,
+        C(/v2/keys/...), on the same O(etcd_endpoints) with the same TLS files and credentials; etcd 3.x
+        serves it when started with C(--enable-v2)) instead of from O(network) and the other options, which
+        must then be left out. A v2 config without C(Backend) is imported as C(udp), what flannel ran it as.
+      - Then copy every valid lease under C(<etcd_prefix>/subnets/) in v2 whose subnet lies in that config and
+        is free in v3, with the TTL it had left (a key without TTL stays a reservation); leases already in v3
+        for the same PublicIP are kept; the others are listed in RV(v2_import.skipped) with the reason.
+      - Nothing is written to or deleted from the v2 keyspace.
+    type: bool
+    default: false
   force:
     description:
       - Overwrite a malformed stored config, strand existing leases, or delete the config while leases exist.
@@ -124,6 +139,10 @@ EXAMPLES = r"""
 - name: Remove the config (refused while hosts hold leases)
   overlaynet.flannel.etcd_network_config:
     state: absent
+
+- name: Take over a cluster set up with etcdctl set (etcd started with --enable-v2), subnets and all
+  overlaynet.flannel.etcd_network_config:
+    import_v2: true
 """
 
 RETURN = r"""
@@ -150,6 +169,25 @@ stranded_leases:
   returned: success
   type: list
   elements: str
+v2_import:
+  description: What O(import_v2=true) did with the v2 leases.
+  returned: when O(import_v2=true)
+  type: dict
+  contains:
+    imported:
+      description: Lease keys copied into v3 (in check mode, those that would be).
+      type: list
+      elements: str
+    kept:
+      description: Lease keys already in v3 for the same PublicIP.
+      type: list
+      elements: str
+    skipped:
+      description: Leases not copied, each with C(key) and C(reason) (malformed, outside the network, held in v3
+        by another PublicIP, expired).
+      type: list
+      elements: dict
+  sample: {"imported": ["10.5.17.0-24", "10.5.38.0-24"], "kept": [], "skipped": []}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -160,12 +198,17 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MIS
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
     ETCD_ARGUMENT_SPEC,
+    etcd_settings,
     lease_registry,
 )
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.v2_keyspace import V2Keyspace
 from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.network_config import (
     desired_document,
     ensure_network_config,
 )
+from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.v2_import import import_v2
+
+CONFIG_OPTIONS = ("network", "subnet_len", "subnet_min", "subnet_max", "backend")
 
 
 def main() -> None:
@@ -191,26 +234,39 @@ def main() -> None:
                     mode=dict(type="str", choices=["separate", "auto", "ipv4", "ipv6"]),
                 ),
             ),
+            import_v2=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
         ),
-        required_if=[("state", "present", ["network"])],
+        # checked on the options as given (before defaults): the config comes from one place
+        mutually_exclusive=[("import_v2", option) for option in CONFIG_OPTIONS],
         supports_check_mode=True,
     )
     for package in ("netaddr", "python3-etcd3"):
         if package in MISSING:
             module.fail_json(msg=missing_required_lib(package), exception=MISSING[package])
     p = module.params
+    if p["state"] == "present" and not p["import_v2"] and p["network"] is None:
+        module.fail_json(msg="state is present but network is missing (or set import_v2: true)")
+    if p["state"] == "absent" and p["import_v2"]:
+        module.fail_json(msg="import_v2 imports a config: it goes with state present")
     desired = None
-    if p["state"] == "present":
+    if p["state"] == "present" and not p["import_v2"]:
         desired = desired_document(p["network"], p["subnet_len"], p["subnet_min"], p["subnet_max"], p["backend"])
+    leases = None
     try:
         with lease_registry(p) as registry:
-            outcome = ensure_network_config(registry, p["state"], desired, p["force"], module.check_mode)
+            if p["import_v2"]:
+                v2 = V2Keyspace(etcd_settings(p), p["etcd_prefix"])
+                outcome, leases = import_v2(registry, v2, p["force"], module.check_mode)
+            else:
+                outcome = ensure_network_config(registry, p["state"], desired, p["force"], module.check_mode)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     module.no_log_values.update(outcome.secrets)  # a PSK stored before, not given as an option
     result = dict(changed=outcome.changed, config=outcome.config, effective=outcome.effective,
                   digest=outcome.digest, stranded_leases=outcome.stranded)
+    if leases is not None:
+        result["v2_import"] = leases.to_dict()
     if module._diff and outcome.changed:
         result["diff"] = dict(before=(outcome.before or "") + "\n", after=(outcome.after or "") + "\n",
                               before_header=registry.conn.endpoint.url, after_header=registry.conn.endpoint.url)
