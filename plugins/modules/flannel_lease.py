@@ -94,6 +94,15 @@ options:
       - Overlay MTU written as C(FLANNEL_MTU). Default the underlay MTU minus the backend's overhead
         (vxlan 50, udp 28, host-gw 0).
     type: int
+  import_v2:
+    description:
+      - When v3 holds no lease for this host, ask for the subnet of its lease in etcd's v2 keyspace (a cluster
+        set up with flannel up to v0.17; read over the v2 HTTP API of the same O(etcd_endpoints), etcd started
+        with C(--enable-v2)) before the subnet of an existing O(subnet_file); it is taken if free in v3.
+      - To move a whole cluster, C(overlaynet.flannel.etcd_network_config) with C(import_v2=true) copies every
+        host's lease at once; this option is for one host.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - overlaynet.flannel.etcd
 attributes:
@@ -189,8 +198,10 @@ from ansible_collections.overlaynet.flannel.plugins.module_utils.deps import MIS
 from ansible_collections.overlaynet.flannel.plugins.module_utils.errors import FlannelError
 from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.options import (
     ETCD_ARGUMENT_SPEC,
+    etcd_settings,
     lease_registry,
 )
+from ansible_collections.overlaynet.flannel.plugins.module_utils.etcd.v2_keyspace import V2Keyspace
 from ansible_collections.overlaynet.flannel.plugins.module_utils.ops.lease import LeaseParams, ensure_lease
 
 
@@ -210,6 +221,7 @@ def main() -> None:
             subnet_file=dict(type="str", default=DEFAULT_SUBNET_FILE),
             ip_masq=dict(type="bool", default=False),
             mtu=dict(type="int"),
+            import_v2=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -226,9 +238,10 @@ def main() -> None:
                 iface=tuple(p["iface"] or ()), iface_regex=tuple(p["iface_regex"] or ()),
                 iface_can_reach=p["iface_can_reach"], subnet=p["subnet"],
                 reservation=p["reservation"], ttl=p["ttl"], subnet_file=p["subnet_file"] or None,
-                ip_masq=p["ip_masq"], mtu=p["mtu"],
+                ip_masq=p["ip_masq"], mtu=p["mtu"], import_v2=p["import_v2"],
             )
-            out = ensure_lease(registry, params, dry_run=module.check_mode)
+            v2 = V2Keyspace(etcd_settings(p), p["etcd_prefix"]) if p["import_v2"] else None
+            out = ensure_lease(registry, params, dry_run=module.check_mode, v2=v2)
     except FlannelError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=out.changed, action=out.action, public_ip=out.public_ip)

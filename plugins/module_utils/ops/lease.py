@@ -8,12 +8,14 @@ from ..defaults import DEFAULT_LEASE_TTL
 from ..deps import netaddr
 from ..errors import LeaseError, named
 from ..etcd.registry import LeaseRegistry
+from ..etcd.v2_keyspace import V2Keyspace
 from ..files import read_text
 from ..host.underlay import UnderlayChoice, select_underlay
 from ..identity import host_id
 from ..subnet.acquire import AcquireRequest, acquire, release
 from ..subnet.env import SubnetEnv, parse_subnet_env, write_subnet_env
 from ..subnet.lease import LeaseAttrs
+from .v2_import import v2_own_subnet
 
 
 @dataclass
@@ -50,9 +52,12 @@ class LeaseParams:
     subnet_file: str | None = None
     ip_masq: bool = False
     mtu: int | None = None  # None: the backend's MTU for the underlay
+    import_v2: bool = False  # ask for this host's subnet of the etcd v2 keyspace (a classic cluster)
 
 
-def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) -> LeaseOutcome:
+def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool,
+                 v2: V2Keyspace | None = None) -> LeaseOutcome:
+    """*v2*: where params.import_v2 reads this host's old lease (the same etcd's v2 API)."""
     requested = _parse_subnet(params.subnet) if params.subnet else None
     choice = UnderlayChoice.of(params.iface, params.iface_regex, params.iface_can_reach, params.public_ip,
                                params.public_ipv6)
@@ -68,9 +73,14 @@ def ensure_lease(registry: LeaseRegistry, params: LeaseParams, dry_run: bool) ->
     spec = config.backend.spec
     attrs = LeaseAttrs(underlay.public_ip, underlay.public_ipv6, spec.lease_type,
                        spec.module_lease_data(config.backend, underlay.public_ip)).with_host(host_id())
+    previous = previous_env.lease_subnet if previous_env is not None else None
+    if params.import_v2 and v2 is not None:
+        # the subnet this host held under flannel <= v0.17 wins over a subnet.env (the lease is
+        # what its peers route to); taken only if free in v3, as any previous subnet
+        previous = v2_own_subnet(v2, underlay.public_ip) or previous
     result = acquire(registry, AcquireRequest(
         attrs, ttl=params.ttl, requested=requested,
-        previous=previous_env.lease_subnet if previous_env is not None else None,
+        previous=previous,
         reservation=params.reservation, keep_backend_data=True, renew_below=params.ttl // 2, dry_run=dry_run,
     ))
     lease = result.lease

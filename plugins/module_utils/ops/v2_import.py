@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..defaults import STORED_DEFAULT_BACKEND
+from ..deps import netaddr
 from ..errors import ConfigError, named
 from ..etcd.registry import LeaseRegistry
 from ..etcd.v2_keyspace import V2Keyspace
@@ -93,3 +94,15 @@ def import_v2(registry: LeaseRegistry, v2: V2Keyspace, force: bool,
     leases = import_v2_leases(registry, v2, config, dry_run)
     outcome.changed = outcome.changed or leases.changed
     return outcome, leases
+
+
+def v2_own_subnet(v2: V2Keyspace, public_ip: str) -> netaddr.IPNetwork | None:
+    """The subnet of this host's lease in v2 (the valid one holding *public_ip*, unexpired),
+    or None: flannel_lease's import_v2 asks for it when v3 holds nothing for the host."""
+    for node in v2.list_dir("subnets"):
+        parsed = parse_kv(node.name, node.value)
+        if isinstance(parsed, Malformed) or parsed.attrs.public_ip != public_ip:
+            continue
+        if node.ttl is None or node.ttl > 0:
+            return parsed.subnet
+    return None

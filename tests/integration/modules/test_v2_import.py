@@ -84,3 +84,30 @@ def test_an_import_without_a_v2_config_changes_nothing(v2_etcd, tmp_path):
 """)
     run_playbook(playbook, {})
     assert v2_etcd.etcdctl("get", "--prefix", prefix) == ""
+
+
+def test_one_host_takes_its_v2_subnet_with_flannel_lease(v2_etcd, tmp_path):
+    """No cluster-wide import: the host's own v2 lease is the subnet it asks for in v3."""
+    prefix = f"{PREFIX}-{tmp_path.name}"
+    v2_etcd.etcdctl_v2("set", f"{prefix}/config", '{"Network":"10.5.0.0/16"}')
+    v2_etcd.etcdctl_v2("set", "--ttl", "86400", f"{prefix}/subnets/10.5.77.0-24",
+                       '{"PublicIP":"192.168.81.21","BackendType":"udp"}')
+    v2_etcd.etcdctl("put", f"{prefix}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(f"""---
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - overlaynet.flannel.flannel_lease:
+        import_v2: true
+        etcd_endpoints: ["{v2_etcd.endpoint}"]
+        etcd_prefix: "{prefix}"
+        iface: lo
+        public_ip: 192.168.81.21
+        subnet_file: "{tmp_path}/subnet.env"
+      register: r
+      failed_when: r.subnet != "10.5.77.0/24" or r.action != "created"
+""")
+    run_playbook(playbook, {})
+    stored = json.loads(v2_etcd.etcdctl("get", f"{prefix}/subnets/10.5.77.0-24", "--print-value-only"))
+    assert stored["PublicIP"] == "192.168.81.21" and stored["BackendType"] == "vxlan"
