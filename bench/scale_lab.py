@@ -17,6 +17,7 @@ change (``udp-peers.json`` beside the subnet file).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -61,8 +62,10 @@ def key_of(subnet: str) -> str:
 class ScaleLab:
     """One run's rig; close() removes everything (namespaces, etcd, agent by PID)."""
 
-    def __init__(self, prefix: str, backend: str) -> None:
+    def __init__(self, prefix: str, backend: str, profile: Path | None = None) -> None:
+        """*profile*: run the agent under cProfile, its stats written there when it exits."""
         self.backend = backend
+        self.profile = profile
         self.rig = Rig(prefix, subnet=UNDERLAY)
         self.agent: subprocess.Popen[bytes] | None = None
         self.writer: subprocess.Popen[str] | None = None
@@ -79,9 +82,13 @@ class ScaleLab:
             raise
 
     def close(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()  # SIGTERM by PID: the agent exits cleanly (a profile is saved)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.agent.wait(30)
         if self.writer is not None and self.writer.stdin is not None:
             self.writer.stdin.close()
-        self.rig.close()
+        self.rig.close()  # kills by PID whatever still runs
 
     # ---- etcd ---------------------------------------------------------------------------
 
@@ -115,8 +122,11 @@ class ScaleLab:
         args = ["--iface", "eth0", "--subnet-file", str(self.rig.tmp / "subnet.env"),
                 "--etcd-endpoints", f"http://{self.rig.address(ETCD_OFFSET)}:2379", "--etcd-prefix", PREFIX]
         env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+        # cProfile saves the stats when the script exits, SIGTERM (close()) included: the agent
+        # leaves its loop on it and returns
+        argv = [sys.executable, "-m", "cProfile", "-o", str(self.profile), str(AGENT)] if self.profile else [str(AGENT)]
         t0 = time.monotonic()
-        self.agent = self.rig.popen(self.ns, str(AGENT), *args, stdout=log, stderr=log, env=env)
+        self.agent = self.rig.popen(self.ns, *argv, *args, stdout=log, stderr=log, env=env)
         log.close()
         return t0
 

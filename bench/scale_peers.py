@@ -25,11 +25,14 @@ Figures (medians over the runs; every run builds its own rig):
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import pstats
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lab.engine import link_collection
 
@@ -164,6 +167,17 @@ def table(backend: str, peers: int, runs: list[dict[str, float]]) -> list[str]:
     return lines
 
 
+def print_profile(path: Path, top: int = 25) -> None:
+    """The agent's functions by cumulative and by own time (main thread: where start-up runs)."""
+    if not path.exists():
+        log(f"no profile at {path} (the agent did not exit cleanly)")
+        return
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        pstats.Stats(str(path), stream=out).sort_stats(order).print_stats(top)
+        print(f"--- agent profile ({path.name}), by {order} ---\n{out.getvalue()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=100, help="peer leases (issue 10: 5000; default 100, CI size)")
@@ -173,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-seconds", type=float, default=REST_S,
                         help="the CPU-at-rest window (default: two full-round windows)")
     parser.add_argument("--json", help="write the runs here as JSON")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="run each backend's first agent under cProfile; <DIR>/<backend>.prof, and its top "
+                             "functions printed (a profiled agent is slower: its figures are not the benchmark's)")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, float]]] = {}
     out: list[str] = []
@@ -180,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         results[backend] = []
         for n in range(1, args.runs + 1):
             log(f"{backend}: run {n}/{args.runs} with {args.peers} peers")
-            lab = ScaleLab(args.prefix, backend)
+            profile = Path(args.profile) / f"{backend}.prof" if args.profile and n == 1 else None
+            lab = ScaleLab(args.prefix, backend, profile)
             run: dict[str, float] = {}
             try:
                 one_run(lab, args.peers, run, args.rest_seconds)
@@ -191,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 lab.close()
             log(f"  {json.dumps({k: round(v, 3) for k, v in results[backend][-1].items()})}")
+            if profile is not None:
+                print_profile(profile)
         out += table(backend, args.peers, results[backend])
     print("\n".join(out))
     if args.json:
