@@ -120,7 +120,7 @@ def _capped(response: Any) -> bytes:
 def _node_of(status: int, body: bytes, endpoint: str, where: str) -> dict[str, Any] | None:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested to exhaust the stack
         doc = None
     if not isinstance(doc, dict):
         if status == 404:  # etcd 3.x without --enable-v2 answers its router's plain "404 page not found"

@@ -67,6 +67,8 @@ def test_values_and_listings_as_etcd_writes_them(server: str) -> None:
 @pytest.mark.parametrize(("status", "body", "says"), [
     (404, b"404 page not found\n", "does not serve the v2 API (started without --enable-v2?)"),
     (200, b"<html>a proxy</html>", "answered 200 for v2 key /coreos.com/network/broken with no v2 JSON"),
+    (200, b"[" * 100000 + b"]" * 100000, "with no v2 JSON"),  # nested past the stack
+    (200, b"\xff\xfe{}", "with no v2 JSON"),
     (401, {"errorCode": 110, "message": "The request requires user authentication"}, "refused v2 key"),
     (200, {"action": "get"}, "refused v2 key"),
     (200, {"action": "get", "node": {"key": "/k", "value": 7}}, "holds no string value"),
