@@ -46,8 +46,8 @@ def keyspace(endpoint: str) -> V2Keyspace:
 
 
 def answer(key: str, status: int, body: object) -> None:
-    ANSWERS[f"/v2/keys/coreos.com/network/{key}"] = (status, body if isinstance(body, bytes) else
-                                                      json.dumps(body).encode())
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    ANSWERS[f"/v2/keys/coreos.com/network/{key}"] = (status, raw)
 
 
 def test_values_and_listings_as_etcd_writes_them(server: str) -> None:
